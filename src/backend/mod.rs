@@ -1,0 +1,1 @@
+//! The product backend client: the only user of reqwest. Maps every response to an error kind.

@@ -1,0 +1,1 @@
+//! Composio integrations: toolkits, connections, authorize, delete.

@@ -1,0 +1,1 @@
+//! The user's profile as the product backend knows it.

@@ -1,0 +1,1 @@
+//! The method table: every method is public or gated.

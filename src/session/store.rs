@@ -1,0 +1,1 @@
+//! The session as one JSON secret in the OS keyring.
