@@ -1,0 +1,273 @@
+//! Turns one input line into a reply: envelope validation, batches, exact id echo, and the
+//! call into the jsonrpsee method table.
+//!
+//! jsonrpsee's `Id` accepts only strings, `null` and `u64`, so requests reach jsonrpsee with
+//! `id: null` and the id text exactly as the client sent it is spliced into the response.
+
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use jsonrpsee::core::server::{MethodCallback, MethodResponse, Methods};
+use jsonrpsee::types::{Id, Params};
+use jsonrpsee::{ConnectionId, Extensions};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// What a line produced: a reply ready now (or nothing, for notifications), or one that
+/// needs the runtime.
+pub enum Reply {
+    Now(Option<String>),
+    Later(BoxFuture<'static, Option<String>>),
+}
+
+const PARSE_ERROR: &str =
+    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+const INVALID_REQUEST: &str =
+    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid request"}}"#;
+const LINE_TOO_LONG: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid request: line exceeds the length limit"}}"#;
+/// What jsonrpsee writes in front of every response when called with `Id::Null`.
+const NULL_ID_PREFIX: &str = r#"{"jsonrpc":"2.0","id":null"#;
+const RESPONSE_HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
+
+pub fn line_too_long() -> String {
+    LINE_TOO_LONG.to_string()
+}
+
+/// The request envelope, borrowed from the input line.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// Distinguishes `"id": null` (a request) from no `id` at all (a notification).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+pub struct Dispatcher {
+    methods: Methods,
+    max_response: usize,
+}
+
+impl Dispatcher {
+    pub fn new(methods: impl Into<Methods>) -> Self {
+        Self {
+            methods: methods.into(),
+            max_response: u32::MAX as usize,
+        }
+    }
+
+    /// Handles one line: a single request or a batch.
+    pub fn handle_line(&self, line: &[u8]) -> Reply {
+        match line.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => Reply::Now(None),
+            Some(b'[') => self.handle_batch(line),
+            Some(_) => self.handle_single(line),
+        }
+    }
+
+    fn handle_batch(&self, line: &[u8]) -> Reply {
+        let items: Vec<&RawValue> = match serde_json::from_slice(line) {
+            Ok(items) => items,
+            Err(_) => return Reply::Now(Some(PARSE_ERROR.into())),
+        };
+        if items.is_empty() {
+            return Reply::Now(Some(INVALID_REQUEST.into()));
+        }
+        let replies: Vec<Reply> = items
+            .iter()
+            .map(|item| self.handle_single(item.get().as_bytes()))
+            .collect();
+        if replies.iter().all(|r| matches!(r, Reply::Now(_))) {
+            let lines = replies.into_iter().filter_map(|r| match r {
+                Reply::Now(line) => line,
+                Reply::Later(_) => None,
+            });
+            return Reply::Now(join_batch(lines));
+        }
+        Reply::Later(
+            async move {
+                let mut lines = Vec::with_capacity(replies.len());
+                for reply in replies {
+                    let line = match reply {
+                        Reply::Now(line) => line,
+                        Reply::Later(future) => future.await,
+                    };
+                    lines.extend(line);
+                }
+                join_batch(lines.into_iter())
+            }
+            .boxed(),
+        )
+    }
+
+    fn handle_single(&self, text: &[u8]) -> Reply {
+        let envelope: Envelope<'_> = match serde_json::from_slice(text) {
+            Ok(envelope) => envelope,
+            Err(e) => return Reply::Now(Some(envelope_error(&e, text).into())),
+        };
+        let Some(request) = Request::validate(envelope) else {
+            return Reply::Now(Some(INVALID_REQUEST.into()));
+        };
+        self.call(request)
+    }
+
+    fn call(&self, request: Request<'_>) -> Reply {
+        let id = request.id.map(|raw| raw.get().to_owned());
+        let Some(callback) = self.methods.method(&request.method) else {
+            return Reply::Now(id.map(|id| method_not_found(&id)));
+        };
+        let params = request.params.map(RawValue::get);
+        match callback {
+            MethodCallback::Sync(method) => {
+                let method = method.clone();
+                let response = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    method(
+                        Id::Null,
+                        Params::new(params),
+                        self.max_response,
+                        Extensions::new(),
+                    )
+                }));
+                Reply::Now(id.map(|id| finish(&id, response.ok())))
+            }
+            MethodCallback::Async(method) => {
+                let future = method(
+                    Id::Null,
+                    Params::new(params).into_owned(),
+                    ConnectionId(0),
+                    self.max_response,
+                    Extensions::new(),
+                );
+                Reply::Later(
+                    AssertUnwindSafe(future)
+                        .catch_unwind()
+                        .map(move |response| id.map(|id| finish(&id, response.ok())))
+                        .boxed(),
+                )
+            }
+            // No subscriptions are registered: a stdio sidecar pushes notifications instead.
+            MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
+                Reply::Now(id.map(|id| method_not_found(&id)))
+            }
+        }
+    }
+}
+
+/// A request whose envelope passed validation.
+struct Request<'a> {
+    /// `None` for a notification.
+    id: Option<&'a RawValue>,
+    method: Cow<'a, str>,
+    params: Option<&'a RawValue>,
+}
+
+impl<'a> Request<'a> {
+    fn validate(envelope: Envelope<'a>) -> Option<Self> {
+        if envelope.jsonrpc.as_deref() != Some("2.0") {
+            return None;
+        }
+        let method = envelope.method?;
+        if let Some(id) = envelope.id {
+            let valid_id = matches!(id.get().as_bytes()[0], b'"' | b'-' | b'0'..=b'9' | b'n');
+            if !valid_id {
+                return None;
+            }
+        }
+        if let Some(params) = envelope.params {
+            if !matches!(params.get().as_bytes()[0], b'{' | b'[') {
+                return None;
+            }
+        }
+        Some(Self {
+            id: envelope.id,
+            method,
+            params: envelope.params,
+        })
+    }
+}
+
+/// A line that did not deserialize as an envelope: malformed JSON is a parse error; valid
+/// JSON of the wrong shape (a number, a `method` that is not a string) is an invalid request.
+fn envelope_error(error: &serde_json::Error, text: &[u8]) -> &'static str {
+    if error.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+        INVALID_REQUEST
+    } else {
+        PARSE_ERROR
+    }
+}
+
+fn method_not_found(id: &str) -> String {
+    format!(r#"{RESPONSE_HEAD}{id},"error":{{"code":-32601,"message":"Method not found"}}}}"#)
+}
+
+fn internal_error(id: &str) -> String {
+    format!(
+        r#"{RESPONSE_HEAD}{id},"error":{{"code":-32603,"message":"Internal error","data":{{"kind":"internal","retryable":false}}}}}}"#
+    )
+}
+
+/// Puts the client's id into jsonrpsee's response (made with `id: null`); a handler that
+/// panicked (`None`) becomes -32603 for that request only.
+fn finish(id: &str, response: Option<MethodResponse>) -> String {
+    let Some(response) = response else {
+        return internal_error(id);
+    };
+    let json = response.as_json().get();
+    match json.strip_prefix(NULL_ID_PREFIX) {
+        Some(rest) => {
+            let mut line = String::with_capacity(RESPONSE_HEAD.len() + id.len() + rest.len());
+            line.push_str(RESPONSE_HEAD);
+            line.push_str(id);
+            line.push_str(rest);
+            line
+        }
+        None => splice_id_slow(json, id),
+    }
+}
+
+/// Fallback should jsonrpsee ever change its field order.
+fn splice_id_slow(json: &str, id: &str) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+    else {
+        return internal_error(id);
+    };
+    let Ok(id) = serde_json::from_str::<Box<RawValue>>(id) else {
+        return internal_error("null");
+    };
+    value.remove("id");
+    let mut line = format!(r#"{RESPONSE_HEAD}{}"#, id.get());
+    for (key, val) in value.iter().filter(|(k, _)| k.as_str() != "jsonrpc") {
+        line.push(',');
+        line.push_str(&serde_json::to_string(key).unwrap_or_default());
+        line.push(':');
+        line.push_str(&val.to_string());
+    }
+    line.push('}');
+    line
+}
+
+/// A batch's responses as one array; a batch of only notifications writes nothing.
+fn join_batch(lines: impl Iterator<Item = String>) -> Option<String> {
+    let mut out = String::from("[");
+    for line in lines {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&line);
+    }
+    if out.len() == 1 {
+        return None;
+    }
+    out.push(']');
+    Some(out)
+}
