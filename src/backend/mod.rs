@@ -1,1 +1,818 @@
 //! The product backend client: the only user of reqwest. Maps every response to an error kind.
+//!
+//! One [`reqwest::Client`] lives in [`Backend`] and is shared (connection pool, TLS config,
+//! timeout) with the auth-server client through [`Backend::http`]. The session gate turns a
+//! `Backend` into a [`BackendClient`] that carries the access token; domain code only ever
+//! sees the latter and gets typed `data` or an [`Error`].
+//!
+//! The backend wraps its results as `{"success": bool, "data": ..., "error"?: string}`.
+//! The mapping from an HTTP answer to a result is [`map_response`], a pure function:
+//!
+//! | answer | result |
+//! |---|---|
+//! | 2xx, `success: true` (or absent) | `data` (absent `data` is `null`) |
+//! | 2xx, `success: false` | `Backend { status, malformed: false }` |
+//! | 2xx, not JSON / not an envelope | `Backend { malformed: true }` |
+//! | 401 | `AuthExpired { reason: Unauthorized }` |
+//! | 429 | `RateLimited { retry_after }` from `Retry-After` (seconds or HTTP date) |
+//! | other 4xx, 5xx, unexpected 1xx/3xx | `Backend { status, malformed: false }` |
+//!
+//! Only the HTTP status 401 of the backend itself means the session is gone: a 5xx or a
+//! `success: false` whose text mentions an upstream provider's 401 stays `Backend`.
+//! Transport failures (refused, DNS, TLS, timeout, connection lost) are `Unavailable`.
+//! URLs never reach messages or logs with their query string; backend text is scrubbed.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{AuthExpiredReason, Error, Result};
+use crate::telemetry::scrub;
+
+/// Largest response body read from the backend; past it the answer counts as malformed.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Longest piece of backend text carried into an error message.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The message of the `unavailable` error when no backend URL is configured.
+pub const NO_BACKEND_MESSAGE: &str = "no backend configured: set CORE_SIDECAR_BACKEND_URL";
+/// The message of the `auth_expired` error for a backend 401.
+pub const UNAUTHORIZED_MESSAGE: &str = "the backend rejected the session token (401)";
+
+/// The shared HTTP client and the backend's base URL. Cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    http: reqwest::Client,
+    base_url: Option<Arc<str>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("configured", &self.base_url.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Backend {
+    /// Builds the one HTTP client of the process. `base_url` is the product backend's base
+    /// (trailing slashes ignored; empty counts as none). An unparsable URL, or one that is
+    /// not http(s) or carries a query or fragment, is an error: better said at start-up
+    /// than on every call.
+    pub fn new(base_url: Option<String>, timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .gzip(true)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the HTTP client: {}", chain(&e))))?;
+        let base_url = match base_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(Arc::from(validate_base_url(url)?)),
+        };
+        Ok(Self {
+            http,
+            base_url,
+            timeout,
+        })
+    }
+
+    /// The shared client (connection pool, TLS, timeout), for the auth-server client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Whether a backend URL is configured.
+    pub fn is_configured(&self) -> bool {
+        self.base_url.is_some()
+    }
+
+    /// The per-request timeout the client was built with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A client that carries the access token. Cheap: no allocation beyond the header.
+    pub fn authed(&self, access_token: &str) -> BackendClient {
+        let auth = HeaderValue::from_str(&format!("Bearer {}", access_token.trim()))
+            .ok()
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
+        BackendClient {
+            backend: self.clone(),
+            auth,
+        }
+    }
+}
+
+fn validate_base_url(url: &str) -> Result<String> {
+    let invalid =
+        |why: &str| Error::Unavailable(format!("invalid CORE_SIDECAR_BACKEND_URL: {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("a base URL takes no query string or fragment"));
+    }
+    if parsed.cannot_be_a_base() || parsed.host().is_none() {
+        return Err(invalid("the URL has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// The backend client of one call: carries the access token. Cheap to clone.
+#[derive(Clone)]
+pub struct BackendClient {
+    backend: Backend,
+    /// `None` when the token cannot be an HTTP header value (control characters).
+    auth: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for BackendClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendClient")
+            .field("backend", &self.backend)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl BackendClient {
+    /// `GET {base}{path}`, returning the envelope's `data` as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// `POST {base}{path}` with a JSON body, returning the envelope's `data` as `T`.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::Internal(format!("serializing a backend request body: {e}")))?;
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE {base}{path}`, returning the envelope's `data` as `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let base = self
+            .backend
+            .base_url
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable(NO_BACKEND_MESSAGE.into()))?;
+        let Some(auth) = self.auth.clone() else {
+            // A token with control characters can never be sent: the session is unusable.
+            return Err(Error::auth_expired(
+                AuthExpiredReason::Unauthorized,
+                "the stored session token is not a valid HTTP header value",
+            ));
+        };
+        let log_path = path.split(['?', '#']).next().unwrap_or_default();
+        let url = if path.starts_with('/') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        };
+        let mut request = self
+            .backend
+            .http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+
+        let started = Instant::now();
+        let outcome = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = read_body(response).await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        }
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+
+        let (status, retry_after, body) = match outcome {
+            Ok(answer) => answer,
+            Err(err) => {
+                let error = transport_error(err, self.backend.timeout);
+                tracing::debug!(%method, path = log_path, elapsed_ms, error = %error, "backend call failed");
+                return Err(error);
+            }
+        };
+        tracing::debug!(%method, path = log_path, status = status.as_u16(), elapsed_ms, "backend call");
+        let Some(body) = body else {
+            return Err(Error::Backend {
+                status: Some(status.as_u16()),
+                message: format!("backend response body over {MAX_BODY_BYTES} bytes"),
+                malformed: true,
+            });
+        };
+        let data = map_response(status, retry_after.as_deref(), &body, SystemTime::now())?;
+        decode_data(status.as_u16(), data)
+    }
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; `None` when it is longer.
+async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Option<Vec<u8>>> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// Turns the envelope's `data` into `T`; a shape mismatch is a malformed answer.
+fn decode_data<T: DeserializeOwned>(status: u16, data: Value) -> Result<T> {
+    let missing = data.is_null();
+    serde_path_to_error::deserialize(data).map_err(|e| Error::Backend {
+        status: Some(status),
+        message: if missing {
+            "backend response has no data".to_string()
+        } else {
+            let path = e.path().to_string();
+            let inner = truncate(&scrub(&e.into_inner().to_string()));
+            if path == "." {
+                format!("backend response data has an unexpected shape: {inner}")
+            } else {
+                format!("backend response data has an unexpected shape at {path}: {inner}")
+            }
+        },
+        malformed: true,
+    })
+}
+
+/// The transport error of a request that got no complete answer. The URL is dropped first.
+pub fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
+    let err = err.without_url();
+    if err.is_builder() {
+        return Error::Internal(format!(
+            "could not build the backend request: {}",
+            scrub(&chain(&err))
+        ));
+    }
+    if err.is_timeout() {
+        return Error::Unavailable(format!(
+            "backend unreachable: no answer within {} ms",
+            timeout.as_millis()
+        ));
+    }
+    Error::Unavailable(format!("backend unreachable: {}", scrub(&chain(&err))))
+}
+
+/// An error and its sources, as one line, consecutive repeats removed.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if parts.last() != Some(&text) && !text.is_empty() {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Maps one complete HTTP answer of the backend to the envelope's `data` or an error.
+/// Pure: `now` is only used to turn a `Retry-After` HTTP date into a delay.
+pub fn map_response(
+    status: StatusCode,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Value> {
+    let code = status.as_u16();
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(Error::auth_expired(
+            AuthExpiredReason::Unauthorized,
+            UNAUTHORIZED_MESSAGE,
+        ));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(Error::RateLimited {
+            service: "backend",
+            status: code,
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
+        });
+    }
+    if !status.is_success() {
+        let message = match error_text(body) {
+            Some(text) => format!("backend returned {code}: {text}"),
+            None if status.is_client_error() || status.is_server_error() => {
+                format!("backend returned {code}")
+            }
+            None => format!("backend returned unexpected status {code}"),
+        };
+        return Err(Error::Backend {
+            status: Some(code),
+            message,
+            malformed: false,
+        });
+    }
+
+    let malformed = |why: &str| Error::Backend {
+        status: Some(code),
+        message: format!("malformed backend response: {why}"),
+        malformed: true,
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        // 204 or an empty 200: nothing to decode; a caller that needs data says so.
+        return Ok(Value::Null);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|_| malformed("not JSON"))?;
+    let Value::Object(mut envelope) = value else {
+        return Err(malformed("not a {success, data} object"));
+    };
+    match envelope.get("success") {
+        Some(Value::Bool(false)) => {
+            let text = error_text(body);
+            return Err(Error::Backend {
+                status: Some(code),
+                message: match text {
+                    Some(text) => format!("backend reported a failure: {text}"),
+                    None => "backend reported a failure".to_string(),
+                },
+                malformed: false,
+            });
+        }
+        Some(Value::Bool(true)) => {}
+        None if envelope.contains_key("data") => {}
+        Some(_) => return Err(malformed("`success` is not a boolean")),
+        None => return Err(malformed("not a {success, data} object")),
+    }
+    Ok(envelope.remove("data").unwrap_or(Value::Null))
+}
+
+/// The human-readable error text of a backend answer, scrubbed and truncated: the envelope's
+/// `error` (a string or an object with a message), or `message`/`msg`/`detail`/
+/// `error_description`, or a short plain-text body. HTML error pages are not quoted.
+fn error_text(body: &[u8]) -> Option<String> {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => {
+            let pick = |v: &Value| -> Option<String> {
+                match v {
+                    Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    Value::Object(inner) => ["message", "msg", "detail"]
+                        .iter()
+                        .find_map(|k| inner.get(*k).and_then(Value::as_str))
+                        .map(|s| s.trim().to_string()),
+                    _ => None,
+                }
+            };
+            ["error", "message", "msg", "detail", "error_description"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(pick))?
+        }
+        Ok(Value::String(s)) => s,
+        Ok(_) => return None,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('<') {
+                return None;
+            }
+            text.to_string()
+        }
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        return None;
+    }
+    Some(truncate(&scrub(&text)))
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// `Retry-After` as a delay: delta-seconds (fractions tolerated) or an HTTP date, which is
+/// counted from `now` (a date in the past is zero). Unparsable values are ignored.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    fn now() -> SystemTime {
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    fn map(status: u16, retry_after: Option<&str>, body: &str) -> Result<Value> {
+        map_response(
+            StatusCode::from_u16(status).unwrap(),
+            retry_after,
+            body.as_bytes(),
+            now(),
+        )
+    }
+
+    /// (status, Retry-After, body, expected kind, expected data.status, malformed,
+    /// reportable, message contains)
+    #[test]
+    fn status_and_body_map_to_the_contract() {
+        type Row = (
+            u16,
+            Option<&'static str>,
+            &'static str,
+            ErrorKind,
+            Option<u16>,
+            bool,
+            bool,
+            &'static str,
+        );
+        use ErrorKind::*;
+        let rows: &[Row] = &[
+            (
+                401,
+                None,
+                r#"{"success":false,"error":"jwt expired"}"#,
+                AuthExpired,
+                None,
+                false,
+                false,
+                "rejected the session token (401)",
+            ),
+            (401, None, "", AuthExpired, None, false, false, "(401)"),
+            (
+                429,
+                Some("3"),
+                "",
+                RateLimited,
+                Some(429),
+                false,
+                false,
+                "rate limited",
+            ),
+            (
+                429,
+                None,
+                "slow down",
+                RateLimited,
+                Some(429),
+                false,
+                false,
+                "rate limited",
+            ),
+            (
+                404,
+                None,
+                r#"{"success":false,"error":"connection not found"}"#,
+                Backend,
+                Some(404),
+                false,
+                false,
+                "backend returned 404: connection not found",
+            ),
+            (
+                400,
+                None,
+                r#"{"error":{"message":"toolkit is required"}}"#,
+                Backend,
+                Some(400),
+                false,
+                false,
+                "toolkit is required",
+            ),
+            (
+                403,
+                None,
+                "forbidden",
+                Backend,
+                Some(403),
+                false,
+                false,
+                "backend returned 403: forbidden",
+            ),
+            (
+                422,
+                None,
+                r#"{"detail":"bad toolkit"}"#,
+                Backend,
+                Some(422),
+                false,
+                false,
+                "bad toolkit",
+            ),
+            (
+                500,
+                None,
+                r#"{"success":false,"error":"boom"}"#,
+                Backend,
+                Some(500),
+                false,
+                true,
+                "backend returned 500: boom",
+            ),
+            (
+                502,
+                None,
+                r#"{"success":false,"error":"upstream provider returned 401"}"#,
+                Backend,
+                Some(502),
+                false,
+                true,
+                "upstream provider returned 401",
+            ),
+            (
+                503,
+                None,
+                "<html><body>Service Unavailable</body></html>",
+                Backend,
+                Some(503),
+                false,
+                true,
+                "backend returned 503",
+            ),
+            (
+                200,
+                None,
+                r#"{"success":false,"error":"composio: upstream 401 Unauthorized"}"#,
+                Backend,
+                Some(200),
+                false,
+                false,
+                "backend reported a failure: composio: upstream 401",
+            ),
+            (
+                200,
+                None,
+                r#"{"success":false}"#,
+                Backend,
+                Some(200),
+                false,
+                false,
+                "backend reported a failure",
+            ),
+            (
+                200,
+                None,
+                "not json",
+                Backend,
+                Some(200),
+                true,
+                true,
+                "not JSON",
+            ),
+            (
+                200,
+                None,
+                "[1,2]",
+                Backend,
+                Some(200),
+                true,
+                true,
+                "not a {success, data} object",
+            ),
+            (
+                200,
+                None,
+                r#"{"toolkits":[]}"#,
+                Backend,
+                Some(200),
+                true,
+                true,
+                "not a {success, data} object",
+            ),
+            (
+                200,
+                None,
+                r#"{"success":"yes","data":{}}"#,
+                Backend,
+                Some(200),
+                true,
+                true,
+                "not a boolean",
+            ),
+            (
+                302,
+                None,
+                "",
+                Backend,
+                Some(302),
+                false,
+                false,
+                "unexpected status 302",
+            ),
+        ];
+        for (status, retry_after, body, kind, data_status, malformed, reportable, contains) in rows
+        {
+            let err = map(*status, *retry_after, body).expect_err(&format!("{status} {body}"));
+            assert_eq!(err.kind(), *kind, "{status} {body}");
+            assert_eq!(
+                err.data().get("status").and_then(Value::as_u64),
+                data_status.map(u64::from),
+                "{status} {body}"
+            );
+            assert_eq!(err.is_reportable(), *reportable, "{status} {body}");
+            if let Error::Backend { malformed: m, .. } = &err {
+                assert_eq!(m, malformed, "{status} {body}");
+            }
+            assert!(err.to_string().contains(contains), "{status} {body}: {err}");
+        }
+    }
+
+    #[test]
+    fn unauthorized_has_reason_and_exact_message() {
+        let err = map(401, None, "").unwrap_err();
+        assert_eq!(err.data()["reason"], "unauthorized");
+        assert_eq!(err.to_string(), UNAUTHORIZED_MESSAGE);
+    }
+
+    #[test]
+    fn success_returns_data() {
+        assert_eq!(
+            map(
+                200,
+                None,
+                r#"{"success":true,"data":{"toolkits":["github"]}}"#
+            )
+            .unwrap(),
+            json!({"toolkits": ["github"]})
+        );
+        assert_eq!(map(201, None, r#"{"success":true}"#).unwrap(), Value::Null);
+        assert_eq!(map(204, None, "").unwrap(), Value::Null);
+        // No `success` but a `data`: lenient.
+        assert_eq!(map(200, None, r#"{"data":[1]}"#).unwrap(), json!([1]));
+    }
+
+    #[test]
+    fn missing_data_is_malformed_for_typed_results() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Needs {
+            toolkits: Vec<String>,
+        }
+        let data = map(200, None, r#"{"success":true}"#).unwrap();
+        let err = decode_data::<Needs>(200, data).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Backend {
+                malformed: true,
+                ..
+            }
+        ));
+        assert_eq!(err.to_string(), "backend response has no data");
+
+        let data = map(200, None, r#"{"success":true,"data":{"toolkits":[1]}}"#).unwrap();
+        let err = decode_data::<Needs>(200, data).unwrap_err();
+        assert!(err.to_string().contains("toolkits[0]"), "{err}");
+        assert!(err.is_reportable());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(
+            parse_retry_after("120", now()),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now()), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("1.5", now()),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("-5", now()), None);
+        assert_eq!(parse_retry_after("soon", now()), None);
+        let err = map(429, Some("Sun, 06 Nov 1994 08:49:39 GMT"), "").unwrap_err();
+        assert_eq!(err.data()["retryAfterMs"], 2000);
+    }
+
+    #[test]
+    fn long_error_text_is_truncated() {
+        let body = format!(r#"{{"error":"{}"}}"#, "x".repeat(5000));
+        let err = map(400, None, &body).unwrap_err();
+        assert!(err.to_string().len() < MAX_MESSAGE_CHARS + 50);
+    }
+
+    #[test]
+    fn base_urls_are_validated() {
+        let t = Duration::from_secs(1);
+        assert!(!Backend::new(None, t).unwrap().is_configured());
+        assert!(!Backend::new(Some("  ".into()), t).unwrap().is_configured());
+        let b = Backend::new(Some("http://127.0.0.1:9/api/".into()), t).unwrap();
+        assert_eq!(b.base_url.as_deref(), Some("http://127.0.0.1:9/api"));
+        for bad in ["ftp://x", "not a url", "http://x/?key=1", "mailto:a@b"] {
+            let err = Backend::new(Some(bad.into()), t).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{bad}");
+            assert!(!err.to_string().contains("key=1"));
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let b = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1)).unwrap();
+        let client = b.authed("eyJhbGciOiJIUzI1NiJ9.secret.sig");
+        assert!(!format!("{client:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn no_base_url_is_unavailable() {
+        let b = Backend::new(None, Duration::from_secs(1)).unwrap();
+        let err = b.authed("t").get::<Value>("/auth/me").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert_eq!(err.to_string(), NO_BACKEND_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn refused_port_is_unavailable_without_query() {
+        // Bind then drop: the port is very likely closed right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let b = Backend::new(
+            Some(format!("http://127.0.0.1:{port}")),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let err = b
+            .authed("t")
+            .get::<Value>("/auth/me?access_token=SECRET")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        let text = err.to_string();
+        assert!(text.starts_with("backend unreachable: "), "{text}");
+        assert!(
+            !text.contains("SECRET") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn control_characters_in_the_token_are_auth_expired() {
+        let b = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1)).unwrap();
+        let err = b.authed("a\nb").get::<Value>("/x").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthExpired);
+        assert!(!err.to_string().contains("a\nb"));
+    }
+}

@@ -1,1 +1,444 @@
 //! Composio integrations: toolkits, connections, authorize, delete.
+//!
+//! Each function takes the authenticated [`BackendClient`] the session gate hands it and
+//! typed params, and returns a typed result (camelCase on the wire). The backend's `data`
+//! is read leniently and normalized, since its exact shape is not pinned down:
+//!
+//! - toolkits: `{toolkits: [...]}` or a bare array; each item a string or an object with a
+//!   `slug`, `key`, `name` or `id`.
+//! - connections: `{connections: [...]}`, `{items: [...]}` or a bare array; fields in
+//!   camelCase or snake_case (`createdAt`/`created_at`, `toolkit`/`toolkitSlug`/`appName`,
+//!   the toolkit possibly an object with a `slug`); `status` defaults to `"unknown"`.
+//! - authorize: `connectUrl`/`connect_url`/`redirectUrl`/`redirect_url`, and
+//!   `connectionId`/`connection_id`/`id`.
+//! - delete: `{deleted: bool}`, or no data at all (the backend said `success: true`), which
+//!   means deleted.
+//!
+//! Anything that cannot be normalized is a malformed backend answer (reported to Sentry).
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::NoParams;
+use crate::backend::BackendClient;
+use crate::error::{Error, Result};
+
+const BASE: &str = "/agent-integrations/composio";
+
+/// Characters escaped in one path segment (RFC 3986 `pchar` complement, plus `%` and `/`).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Longest toolkit slug or connection id accepted in params.
+const MAX_PARAM_CHARS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolkitList {
+    pub toolkits: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub id: String,
+    pub toolkit: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionList {
+    pub connections: Vec<Connection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeParams {
+    /// The toolkit slug, e.g. `github`.
+    pub toolkit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    pub connect_url: String,
+    pub connection_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteConnectionParams {
+    #[serde(rename = "connectionId", alias = "connection_id")]
+    pub connection_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+/// `GET /agent-integrations/composio/toolkits`.
+pub async fn list_toolkits(api: BackendClient, _: NoParams) -> Result<ToolkitList> {
+    let data: Value = api.get(&format!("{BASE}/toolkits")).await?;
+    normalize_toolkits(data)
+}
+
+/// `GET /agent-integrations/composio/connections`.
+pub async fn list_connections(api: BackendClient, _: NoParams) -> Result<ConnectionList> {
+    let data: Value = api.get(&format!("{BASE}/connections")).await?;
+    normalize_connections(data)
+}
+
+/// `POST /agent-integrations/composio/authorize` with `{toolkit}`: starts an OAuth
+/// connection; the shell opens `connectUrl` in the browser.
+pub async fn authorize(api: BackendClient, params: AuthorizeParams) -> Result<Authorization> {
+    let toolkit = required("toolkit", &params.toolkit)?;
+    let data: Value = api
+        .post(
+            &format!("{BASE}/authorize"),
+            &serde_json::json!({ "toolkit": toolkit }),
+        )
+        .await?;
+    normalize_authorization(data)
+}
+
+/// `DELETE /agent-integrations/composio/connections/{id}`, the id escaped as one segment.
+pub async fn delete_connection(
+    api: BackendClient,
+    params: DeleteConnectionParams,
+) -> Result<Deleted> {
+    let id = required("connectionId", &params.connection_id)?;
+    let data: Value = api.delete(&connection_path(id)?).await?;
+    normalize_deleted(data)
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::invalid_params(
+            field,
+            format!("`{field}` must be a non-empty string"),
+        ));
+    }
+    if value.chars().count() > MAX_PARAM_CHARS {
+        return Err(Error::invalid_params(
+            field,
+            format!("`{field}` is longer than {MAX_PARAM_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid_params(
+            field,
+            format!("`{field}` must not contain control characters"),
+        ));
+    }
+    Ok(value)
+}
+
+fn connection_path(id: &str) -> Result<String> {
+    // `.` and `..` (escaped or not, URL parsers treat `%2e` as a dot) would climb out of
+    // `/connections/` and hit another route.
+    if id == "." || id == ".." {
+        return Err(Error::invalid_params(
+            "connectionId",
+            "`connectionId` must not be `.` or `..`",
+        ));
+    }
+    Ok(format!(
+        "{BASE}/connections/{}",
+        utf8_percent_encode(id, SEGMENT)
+    ))
+}
+
+fn malformed(message: impl Into<String>) -> Error {
+    Error::Backend {
+        status: None,
+        message: format!("malformed backend response: {}", message.into()),
+        malformed: true,
+    }
+}
+
+/// A string, or a number written as a string.
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn first_text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| object.get(*k).and_then(as_text))
+}
+
+/// The list in `data`: a bare array, or the array under one of `keys`.
+fn list_in(data: Value, keys: &[&str], what: &str) -> Result<Vec<Value>> {
+    match data {
+        Value::Array(items) => Ok(items),
+        Value::Object(mut object) => keys
+            .iter()
+            .find_map(|k| match object.remove(*k) {
+                Some(Value::Array(items)) => Some(items),
+                _ => None,
+            })
+            .ok_or_else(|| malformed(format!("no `{what}` list in data"))),
+        Value::Null => Err(malformed("no data")),
+        _ => Err(malformed(format!("data is not a `{what}` list"))),
+    }
+}
+
+fn toolkit_name(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(object) => first_text(object, &["slug", "key", "name", "id"]),
+        other => as_text(other),
+    }
+}
+
+fn normalize_toolkits(data: Value) -> Result<ToolkitList> {
+    let items = list_in(data, &["toolkits", "items"], "toolkits")?;
+    let toolkits = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            toolkit_name(item).ok_or_else(|| malformed(format!("toolkits[{i}] has no slug")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ToolkitList { toolkits })
+}
+
+fn normalize_connection(i: usize, item: &Value) -> Result<Connection> {
+    let Value::Object(object) = item else {
+        return Err(malformed(format!("connections[{i}] is not an object")));
+    };
+    let id = first_text(object, &["id", "connectionId", "connection_id", "nanoid"])
+        .ok_or_else(|| malformed(format!("connections[{i}] has no id")))?;
+    let toolkit = [
+        "toolkit",
+        "toolkitSlug",
+        "toolkit_slug",
+        "appName",
+        "app_name",
+        "app",
+    ]
+    .iter()
+    .find_map(|k| object.get(*k).and_then(toolkit_name))
+    .ok_or_else(|| malformed(format!("connections[{i}] has no toolkit")))?;
+    let status = first_text(object, &["status"]).unwrap_or_else(|| "unknown".to_string());
+    let created_at = first_text(object, &["createdAt", "created_at"]);
+    Ok(Connection {
+        id,
+        toolkit,
+        status,
+        created_at,
+    })
+}
+
+fn normalize_connections(data: Value) -> Result<ConnectionList> {
+    let items = list_in(data, &["connections", "items"], "connections")?;
+    let connections = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| normalize_connection(i, item))
+        .collect::<Result<_>>()?;
+    Ok(ConnectionList { connections })
+}
+
+fn normalize_authorization(data: Value) -> Result<Authorization> {
+    let Value::Object(object) = data else {
+        return Err(malformed("authorize data is not an object"));
+    };
+    let connect_url = first_text(
+        &object,
+        &[
+            "connectUrl",
+            "connect_url",
+            "redirectUrl",
+            "redirect_url",
+            "url",
+        ],
+    )
+    .ok_or_else(|| malformed("authorize data has no connectUrl"))?;
+    let connection_id = first_text(
+        &object,
+        &["connectionId", "connection_id", "connectedAccountId", "id"],
+    )
+    .ok_or_else(|| malformed("authorize data has no connectionId"))?;
+    Ok(Authorization {
+        connect_url,
+        connection_id,
+    })
+}
+
+fn normalize_deleted(data: Value) -> Result<Deleted> {
+    match data {
+        // `{"success": true}` and nothing else: the backend says it is done.
+        Value::Null => Ok(Deleted { deleted: true }),
+        Value::Bool(deleted) => Ok(Deleted { deleted }),
+        Value::Object(object) => match object.get("deleted") {
+            Some(Value::Bool(deleted)) => Ok(Deleted { deleted: *deleted }),
+            None => Ok(Deleted { deleted: true }),
+            Some(_) => Err(malformed("`deleted` is not a boolean")),
+        },
+        _ => Err(malformed("delete data is not an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    #[test]
+    fn toolkits_as_strings_or_objects() {
+        let cases = [
+            json!({"toolkits": ["github", "slack"]}),
+            json!(["github", "slack"]),
+            json!({"toolkits": [{"slug": "github"}, {"name": "slack"}]}),
+            json!({"items": [{"key": "github", "name": "GitHub"}, "slack"]}),
+        ];
+        for data in cases {
+            assert_eq!(
+                normalize_toolkits(data.clone()).unwrap().toolkits,
+                ["github", "slack"],
+                "{data}"
+            );
+        }
+        for bad in [json!(null), json!({"other": []}), json!([{}]), json!("x")] {
+            let err = normalize_toolkits(bad.clone()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Backend {
+                        malformed: true,
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn connections_camel_or_snake() {
+        let data = json!({"connections": [
+            {"id": "ca_1", "toolkit": "github", "status": "ACTIVE", "createdAt": "2024-01-01T00:00:00Z"},
+            {"id": 7, "toolkit_slug": "slack", "status": "INITIATED", "created_at": "2024-02-01"},
+            {"connection_id": "ca_3", "toolkit": {"slug": "gmail"}},
+        ]});
+        let list = normalize_connections(data).unwrap();
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            json!({"connections": [
+                {"id": "ca_1", "toolkit": "github", "status": "ACTIVE", "createdAt": "2024-01-01T00:00:00Z"},
+                {"id": "7", "toolkit": "slack", "status": "INITIATED", "createdAt": "2024-02-01"},
+                {"id": "ca_3", "toolkit": "gmail", "status": "unknown"},
+            ]})
+        );
+        assert!(normalize_connections(json!([{"toolkit": "x"}])).is_err());
+        assert!(normalize_connections(json!([{"id": "x"}])).is_err());
+        assert_eq!(
+            normalize_connections(json!([])).unwrap().connections,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn authorization_shapes() {
+        let want = Authorization {
+            connect_url: "https://connect.example/x".into(),
+            connection_id: "ca_1".into(),
+        };
+        for data in [
+            json!({"connectUrl": "https://connect.example/x", "connectionId": "ca_1"}),
+            json!({"redirect_url": "https://connect.example/x", "connection_id": "ca_1"}),
+            json!({"redirectUrl": "https://connect.example/x", "id": "ca_1"}),
+        ] {
+            assert_eq!(normalize_authorization(data).unwrap(), want);
+        }
+        assert_eq!(
+            serde_json::to_value(&want).unwrap(),
+            json!({"connectUrl": "https://connect.example/x", "connectionId": "ca_1"})
+        );
+        assert!(normalize_authorization(json!({"connectionId": "x"})).is_err());
+        assert!(normalize_authorization(json!(null)).is_err());
+    }
+
+    #[test]
+    fn deleted_shapes() {
+        assert!(normalize_deleted(json!(null)).unwrap().deleted);
+        assert!(normalize_deleted(json!({"deleted": true})).unwrap().deleted);
+        assert!(
+            !normalize_deleted(json!({"deleted": false}))
+                .unwrap()
+                .deleted
+        );
+        assert!(normalize_deleted(json!({"id": "x"})).unwrap().deleted);
+        assert!(normalize_deleted(json!({"deleted": "yes"})).is_err());
+    }
+
+    #[test]
+    fn params_are_validated() {
+        for (field, value) in [
+            ("toolkit", ""),
+            ("toolkit", "   "),
+            ("connectionId", "a\nb"),
+        ] {
+            let err = required(field, value).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidParams);
+            assert_eq!(err.data()["field"], field);
+        }
+        assert!(required("toolkit", &"x".repeat(300)).is_err());
+        assert_eq!(required("toolkit", " github ").unwrap(), "github");
+
+        let p: DeleteConnectionParams =
+            serde_json::from_value(json!({"connectionId": "a"})).unwrap();
+        assert_eq!(p.connection_id, "a");
+        assert!(
+            serde_json::from_value::<AuthorizeParams>(json!({"toolkit": "a", "x": 1})).is_err()
+        );
+        assert!(serde_json::from_value::<NoParams>(json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn connection_ids_are_one_escaped_segment() {
+        assert_eq!(
+            connection_path("ca_1").unwrap(),
+            "/agent-integrations/composio/connections/ca_1"
+        );
+        assert_eq!(
+            connection_path("a/b?c#d %").unwrap(),
+            "/agent-integrations/composio/connections/a%2Fb%3Fc%23d%20%25"
+        );
+        assert_eq!(
+            connection_path("é").unwrap(),
+            "/agent-integrations/composio/connections/%C3%A9"
+        );
+        for dots in [".", ".."] {
+            assert_eq!(
+                connection_path(dots).unwrap_err().kind(),
+                ErrorKind::InvalidParams
+            );
+        }
+    }
+}

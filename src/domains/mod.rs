@@ -3,3 +3,10 @@
 
 pub mod composio;
 pub mod user;
+
+use serde::Deserialize;
+
+/// The params of a method that takes none: `{}` or absent. Unknown fields are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
