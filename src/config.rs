@@ -40,7 +40,11 @@ pub struct Config {
     pub keyring: KeyringKind,
 
     /// Keyring service name.
-    #[arg(long, env = "CORE_SIDECAR_KEYRING_SERVICE", default_value = "core-sidecar")]
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_KEYRING_SERVICE",
+        default_value = "core-sidecar"
+    )]
     pub keyring_service: String,
 
     /// Keyring entry name (one session per profile).
@@ -64,7 +68,11 @@ pub struct Config {
     pub max_line_bytes: usize,
 
     /// How long shutdown waits for requests in flight, in milliseconds.
-    #[arg(long, env = "CORE_SIDECAR_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
     pub shutdown_timeout_ms: u64,
 
     /// Sentry DSN. Without it Sentry is off.
@@ -78,6 +86,10 @@ pub struct Config {
     /// Sentry release (defaults to core-sidecar@<version>).
     #[arg(long, env = "SENTRY_RELEASE")]
     pub sentry_release: Option<String>,
+
+    /// Registers `core_test_*` methods used by the integration tests. Never set in products.
+    #[arg(long, env = "CORE_SIDECAR_TEST_HOOKS", hide = true)]
+    pub test_hooks: bool,
 
     /// Tracing filter for the logs on stderr.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

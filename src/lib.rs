@@ -16,11 +16,13 @@
 //! - [`telemetry`]: tracing to stderr and Sentry with scrubbing and dedupe.
 //! - [`config`]: flags and environment variables.
 
+pub mod app;
 pub mod backend;
 pub mod config;
-pub mod error;
-pub mod telemetry;
 pub mod domains;
+pub mod error;
 pub mod router;
 pub mod rpc;
+pub mod schema;
 pub mod session;
+pub mod telemetry;

@@ -1,1 +1,26 @@
-fn main(){}
+//! The `core-sidecar` binary: parse the config, start telemetry, run, exit 0 on a clean stop.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use core_sidecar::config::Config;
+
+fn main() -> ExitCode {
+    let config = Config::parse().normalized();
+    let telemetry = core_sidecar::telemetry::init(&config);
+    let result = core_sidecar::app::run(config);
+    telemetry.flush(Duration::from_secs(2));
+    match result {
+        Ok(stop) => {
+            tracing::info!(?stop, "stopped");
+            // The reader thread may be blocked in read(2) on a stdin nobody closes (signal
+            // case); exiting the process ends it.
+            std::process::exit(0)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "core-sidecar failed to start");
+            ExitCode::FAILURE
+        }
+    }
+}

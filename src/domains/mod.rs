@@ -1,12 +1,14 @@
 //! One file per domain. Domain functions take typed params and an authenticated backend
 //! client (for gated domains) and return typed results; they never see JSON-RPC.
 
+pub mod auth;
 pub mod composio;
+pub mod core;
 pub mod user;
 
 use serde::Deserialize;
 
 /// The params of a method that takes none: `{}` or absent. Unknown fields are refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}

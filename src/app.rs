@@ -1,0 +1,158 @@
+//! Wiring: builds the session, backend, gate and method table from the config, runs the
+//! transport on stdin/stdout, and shuts down cleanly (DESIGN.md section 2, "Shutdown").
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::error::Error;
+use crate::router::{self, App};
+use crate::rpc::{self, InFlight, Limits, Outbox, ReadEnd};
+use crate::session::gate::Gate;
+use crate::session::{EventSink, Sessions, StoreOptions};
+
+/// Why the sidecar stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    Read(ReadEnd),
+    Signal(&'static str),
+}
+
+/// Runs the sidecar on this process's stdin and stdout until EOF or a signal.
+pub fn run(config: Config) -> Result<Stop, Error> {
+    run_with(config, raw_stdin(), raw_stdout())
+}
+
+/// Runs the sidecar on any input and output.
+pub fn run_with(
+    config: Config,
+    input: impl Read + Send + 'static,
+    output: impl Write + Send + 'static,
+) -> Result<Stop, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("core-sidecar-worker")
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    let outbox = Outbox::new(output);
+    let app = build_app(&config, &outbox)?;
+    let sessions = app.sessions.clone();
+    let module = router::methods(app);
+
+    // Load the stored session in the background: the first request must not wait on D-Bus.
+    runtime.spawn(async move { sessions.ready().await });
+
+    let limits = Limits {
+        max_in_flight: config.max_in_flight,
+        max_line_bytes: config.max_line_bytes,
+    };
+    let in_flight = InFlight::new(limits.max_in_flight);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let outbox = outbox.clone();
+        let in_flight = in_flight.clone();
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("core-sidecar-reader".into())
+            .spawn(move || {
+                let end = rpc::serve_blocking(input, &outbox, module, limits, &in_flight, &handle);
+                let _ = done_tx.send(end);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+    }
+
+    let stop = runtime.block_on(async {
+        let stop = tokio::select! {
+            end = done_rx => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
+            signal = shutdown_signal() => Stop::Signal(signal),
+        };
+        tracing::debug!(?stop, "shutting down");
+        if !in_flight.drain(config.shutdown_timeout()).await {
+            tracing::warn!("requests still in flight at shutdown; leaving them unanswered");
+        }
+        stop
+    });
+    outbox.flush();
+    // Keyring calls may still block a thread of the pool; do not wait for them.
+    runtime.shutdown_background();
+    Ok(stop)
+}
+
+fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
+    let events: EventSink = {
+        let outbox = outbox.clone();
+        Arc::new(move |change| outbox.notify("auth_state_changed", &change))
+    };
+    let sessions = Sessions::new(
+        StoreOptions {
+            kind: config.keyring,
+            service: config.keyring_service.clone(),
+            profile: config.profile.clone(),
+            timeout: config.keyring_timeout(),
+        },
+        events,
+    );
+    let backend = Backend::new(config.backend_url.clone(), config.http_timeout())?;
+    Ok(App {
+        gate: Gate::new(sessions.clone(), backend),
+        sessions,
+        test_hooks: config.test_hooks,
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot listen for signals");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+/// stdin without std's own buffer: the transport buffers, and needs to see what is buffered.
+fn raw_stdin() -> impl Read + Send + 'static {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsFd, OwnedFd};
+        // A duplicate of fd 0, so dropping it never closes the process's stdin.
+        match io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(OwnedFd::from(fd))) as Box<dyn Read + Send>,
+            Err(_) => Box::new(io::stdin()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        io::stdin()
+    }
+}
+
+/// stdout without std's line buffering: the transport's writer batches lines itself.
+fn raw_stdout() -> impl Write + Send + 'static {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsFd, OwnedFd};
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(OwnedFd::from(fd))) as Box<dyn Write + Send>,
+            Err(_) => Box::new(io::stdout()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        io::stdout()
+    }
+}
