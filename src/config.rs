@@ -88,7 +88,12 @@ pub struct Config {
     pub sentry_release: Option<String>,
 
     /// Registers `core_test_*` methods used by the integration tests. Never set in products.
-    #[arg(long, env = "CORE_SIDECAR_TEST_HOOKS", hide = true)]
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_TEST_HOOKS",
+        hide = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub test_hooks: bool,
 
     /// Tracing filter for the logs on stderr.

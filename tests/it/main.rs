@@ -1,0 +1,13 @@
+//! The integration test crate: spawns the real `core-sidecar` binary and talks to it over
+//! its pipes, with fake servers on 127.0.0.1:0.
+//!
+//! - `harness`: spawn the binary, send lines, read responses and notifications, signals,
+//!   and the end-of-test check that no token reached stdout or stderr.
+//! - `fake_sentry`: an HTTP server that stores Sentry envelopes.
+//! - `wire`: DESIGN.md section 2 (JSON-RPC framing, errors, ids, shutdown).
+//! - `telemetry`: what reaches Sentry, scrubbed and deduplicated.
+
+mod fake_sentry;
+mod harness;
+mod telemetry;
+mod wire;

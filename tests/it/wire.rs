@@ -1,0 +1,513 @@
+//! DESIGN.md section 2, through the real binary: framing, batches, notifications, error
+//! codes, exact id echo, bad input, concurrency and shutdown.
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Sidecar, TIMEOUT, clean_env, raw_members};
+
+const HOOKS: &[(&str, &str)] = &[("CORE_SIDECAR_TEST_HOOKS", "1")];
+
+fn ping_line(id: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"core_ping"}}"#)
+}
+
+/// Sends a ping and asserts that the very next stdout line is its response: proves that
+/// nothing was written for whatever was sent before it.
+async fn next_line_is_ping_response(sidecar: &mut Sidecar, id: u64) {
+    sidecar.send_line(&ping_line(&id.to_string())).await;
+    let response = sidecar.recv_json().await;
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "id": id, "result": {"pong": true}}),
+        "expected the ping's response as the next line"
+    );
+}
+
+/// Sends one line and returns the single response line, parsed.
+async fn exchange(sidecar: &mut Sidecar, line: &str) -> Value {
+    sidecar.send_line(line).await;
+    sidecar.recv_json().await
+}
+
+fn assert_error(response: &Value, code: i64, id: &Value) {
+    assert_eq!(response["jsonrpc"], "2.0", "{response}");
+    assert_eq!(response["error"]["code"], code, "{response}");
+    assert!(response["error"]["message"].is_string(), "{response}");
+    assert_eq!(&response["id"], id, "{response}");
+    assert!(response.get("result").is_none(), "{response}");
+}
+
+#[tokio::test]
+async fn single_request() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let response = exchange(&mut sidecar, &ping_line("1")).await;
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"pong": true}})
+    );
+    let version = sidecar.request("core_version", Value::Null).await;
+    assert_eq!(version["result"]["name"], "core-sidecar");
+    assert_eq!(version["result"]["protocol"], 1);
+}
+
+#[tokio::test]
+async fn batch_responses_come_back_as_one_array_line() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar
+        .send_line(&format!(
+            r#"[{},{},{{"jsonrpc":"2.0","id":3,"method":"nope_nope"}},{{"jsonrpc":"2.0","method":"core_ping"}}]"#,
+            ping_line("1"),
+            ping_line(r#""two""#)
+        ))
+        .await;
+    let line = sidecar.recv_line(TIMEOUT).await.expect("batch response");
+    let responses: Vec<Value> = serde_json::from_str(&line).expect("one JSON array line");
+    assert_eq!(responses.len(), 3, "the notification gets no entry: {line}");
+    let by_id = |id: Value| {
+        responses
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no response for {id}: {line}"))
+            .clone()
+    };
+    assert_eq!(by_id(json!(1))["result"], json!({"pong": true}));
+    assert_eq!(by_id(json!("two"))["result"], json!({"pong": true}));
+    assert_error(&by_id(json!(3)), -32601, &json!(3));
+    next_line_is_ping_response(&mut sidecar, 9).await;
+}
+
+#[tokio::test]
+async fn batch_with_invalid_members_answers_each() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let line = format!(r#"[1,{}]"#, ping_line("2"));
+    let response = exchange(&mut sidecar, &line).await;
+    let responses = response.as_array().expect("array");
+    assert_eq!(responses.len(), 2, "{response}");
+    let invalid = responses
+        .iter()
+        .find(|r| r.get("error").is_some())
+        .expect("an error for `1`");
+    assert_error(invalid, -32600, &Value::Null);
+    assert!(
+        responses
+            .iter()
+            .any(|r| r["id"] == 2 && r["result"]["pong"] == true)
+    );
+}
+
+#[tokio::test]
+async fn notifications_get_no_response_even_on_error() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    for line in [
+        r#"{"jsonrpc":"2.0","method":"core_ping"}"#,
+        r#"{"jsonrpc":"2.0","method":"core_ping","params":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"no_such_method"}"#,
+        r#"{"jsonrpc":"2.0","method":"core_test_sleep","params":{"ms":"not a number"}}"#,
+        r#"{"jsonrpc":"2.0","method":"core_test_sleep"}"#,
+    ] {
+        sidecar.send_line(line).await;
+    }
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn batch_of_only_notifications_writes_nothing() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar
+        .send_line(
+            r#"[{"jsonrpc":"2.0","method":"core_ping"},{"jsonrpc":"2.0","method":"no_such_method"}]"#,
+        )
+        .await;
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn empty_batch_is_one_invalid_request() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let response = exchange(&mut sidecar, "[]").await;
+    assert!(
+        response.is_object(),
+        "one error object, not an array: {response}"
+    );
+    assert_error(&response, -32600, &Value::Null);
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn parse_errors_have_null_id() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping""#,
+        "not json",
+        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping"} trailing"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"core_ping"},"#,
+    ] {
+        let response = exchange(&mut sidecar, line).await;
+        assert_error(&response, -32700, &Value::Null);
+    }
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn invalid_requests_have_null_id() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"core_ping"}"#,
+        r#"{"id":1,"method":"core_ping"}"#,
+        r#"{"jsonrpc":"2.0","id":{},"method":"core_ping"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"core_ping"}"#,
+        r#"{"jsonrpc":"2.0","id":true,"method":"core_ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping","params":"a string"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping","params":3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        "1",
+        r#""a string""#,
+        "null",
+    ] {
+        let response = exchange(&mut sidecar, line).await;
+        assert!(response.is_object(), "{line} -> {response}");
+        assert_eq!(response["error"]["code"], -32600, "{line} -> {response}");
+        assert_eq!(response["id"], Value::Null, "{line} -> {response}");
+    }
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn unknown_method_is_method_not_found() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let response = sidecar.request("nope_nope", Value::Null).await;
+    assert_error(&response, -32601, &json!(1));
+    // The test hooks exist only with CORE_SIDECAR_TEST_HOOKS=1.
+    let response = sidecar
+        .request("core_test_panic", json!({"message": "x"}))
+        .await;
+    assert_error(&response, -32601, &json!(2));
+    let response = sidecar.request("core_test_sleep", json!({"ms": 1})).await;
+    assert_error(&response, -32601, &json!(3));
+}
+
+#[tokio::test]
+async fn bad_params_are_invalid_params() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    let response = sidecar
+        .request("core_test_sleep", json!({"ms": "not a number"}))
+        .await;
+    assert_error(&response, -32602, &json!(1));
+    let response = sidecar.request("core_test_sleep", Value::Null).await;
+    assert_error(&response, -32602, &json!(2));
+}
+
+#[tokio::test]
+async fn ids_come_back_exactly_as_sent() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    for id in [
+        "0",
+        "-1",
+        "1.5",
+        "-0.25",
+        "18446744073709551616",
+        "-92233720368547758080",
+        "1e3",
+        "1E-2",
+        "12345678901234567890123456789.5",
+        r#""abc""#,
+        r#""""#,
+        r#""a \"quoted\" \u00e9 id""#,
+        "null",
+    ] {
+        sidecar.send_line(&ping_line(id)).await;
+        let line = sidecar.recv_line(TIMEOUT).await.expect("response");
+        let members = raw_members(&line);
+        let echoed = members.get("id").unwrap_or_else(|| panic!("no id: {line}"));
+        if id.starts_with('"') {
+            // Strings: the same string (escapes may be written differently).
+            let sent: Value = serde_json::from_str(id).unwrap();
+            let got: Value = serde_json::from_str(echoed).unwrap();
+            assert_eq!(got, sent, "{line}");
+        } else {
+            // Numbers and null: the very same text.
+            assert_eq!(echoed, id, "{line}");
+        }
+        assert_eq!(
+            members.get("result").map(String::as_str),
+            Some(r#"{"pong":true}"#)
+        );
+    }
+    // Errors echo the id too.
+    sidecar
+        .send_line(r#"{"jsonrpc":"2.0","id":1e3,"method":"nope_nope"}"#)
+        .await;
+    let line = sidecar.recv_line(TIMEOUT).await.expect("response");
+    assert_eq!(raw_members(&line)["id"], "1e3", "{line}");
+    // And inside a batch.
+    sidecar
+        .send_line(&format!("[{},{}]", ping_line("1.50"), ping_line("-7")))
+        .await;
+    let line = sidecar.recv_line(TIMEOUT).await.expect("response");
+    assert!(line.contains(r#""id":1.50"#), "{line}");
+    assert!(line.contains(r#""id":-7"#), "{line}");
+}
+
+#[tokio::test]
+async fn over_long_line_is_invalid_request_and_reading_goes_on() {
+    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_MAX_LINE_BYTES", "1024")]);
+    let padding = "x".repeat(4000);
+    let long = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"core_ping","params":{{"pad":"{padding}"}}}}"#
+    );
+    let response = exchange(&mut sidecar, &long).await;
+    assert_error(&response, -32600, &Value::Null);
+    // A line just under the limit still works.
+    let pad = "y".repeat(900);
+    let response = exchange(
+        &mut sidecar,
+        &format!(r#"{{"jsonrpc":"2.0","id":8,"method":"core_ping","params":{{"pad":"{pad}"}}}}"#),
+    )
+    .await;
+    assert_eq!(response["id"], 8, "{response}");
+    // Much longer than any buffer, sent in pieces.
+    let huge = format!(r#"{{"pad":"{}"}}"#, "z".repeat(300_000));
+    let response = exchange(&mut sidecar, &huge).await;
+    assert_error(&response, -32600, &Value::Null);
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_a_parse_error_and_reading_goes_on() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar
+        .send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"core_ping\xff\xfe\"}\n")
+        .await;
+    let response = sidecar.recv_json().await;
+    assert_error(&response, -32700, &Value::Null);
+    sidecar.send_bytes(b"\xc3\x28\n").await;
+    let response = sidecar.recv_json().await;
+    assert_error(&response, -32700, &Value::Null);
+    next_line_is_ping_response(&mut sidecar, 2).await;
+}
+
+#[tokio::test]
+async fn trailing_carriage_return_is_tolerated() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar
+        .send_bytes(format!("{}\r\n", ping_line("1")).as_bytes())
+        .await;
+    let response = sidecar.recv_json().await;
+    assert_eq!(response["result"]["pong"], true, "{response}");
+    assert_eq!(response["id"], 1);
+}
+
+#[tokio::test]
+async fn blank_lines_are_ignored() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar.send_bytes(b"\n\r\n   \n").await;
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+/// `printf '{"jsonrpc":"2.0","id":1,"method":"core_ping"}\n' | core-sidecar`
+#[tokio::test]
+async fn piped_single_request_prints_one_line_and_exits_zero() {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    clean_env(&mut cmd, &[]);
+    let mut child = cmd.spawn().expect("spawn");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("{}\n", ping_line("1")).as_bytes())
+            .await
+            .expect("write");
+        // Dropped here: EOF.
+    }
+    let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(output.stdout).expect("utf-8"),
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"pong\":true}}\n"
+    );
+}
+
+#[tokio::test]
+async fn panicking_handler_is_internal_error_and_the_process_lives_on() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    let response = sidecar
+        .request("core_test_panic", json!({"message": "boom"}))
+        .await;
+    assert_error(&response, -32603, &json!(1));
+    assert_eq!(response["error"]["data"]["kind"], "internal", "{response}");
+    next_line_is_ping_response(&mut sidecar, 100).await;
+    // Again, and inside a batch: only the panicking member fails.
+    sidecar
+        .send_line(&format!(
+            r#"[{{"jsonrpc":"2.0","id":"p","method":"core_test_panic","params":{{"message":"boom"}}}},{}]"#,
+            ping_line("2")
+        ))
+        .await;
+    let responses = sidecar.recv_json().await;
+    let responses = responses.as_array().expect("array");
+    assert_eq!(responses.len(), 2);
+    let failed = responses.iter().find(|r| r["id"] == "p").expect("p");
+    assert_error(failed, -32603, &json!("p"));
+    assert!(
+        responses
+            .iter()
+            .any(|r| r["id"] == 2 && r["result"]["pong"] == true)
+    );
+    next_line_is_ping_response(&mut sidecar, 101).await;
+}
+
+#[tokio::test]
+async fn panic_message_is_scrubbed_from_stdout_and_stderr() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    let secret = crate::harness::TEST_JWT;
+    let response = sidecar
+        .request(
+            "core_test_panic",
+            json!({"message": format!("token {secret} refresh_token=rt-abc")}),
+        )
+        .await;
+    assert_error(&response, -32603, &json!(1));
+    sidecar.secret("rt-abc");
+    sidecar.close_stdin();
+    assert!(sidecar.wait_exit(TIMEOUT).await.success());
+    let stderr = sidecar.stderr();
+    assert!(stderr.contains("panic"), "the panic is logged:\n{stderr}");
+    // The Drop check asserts that neither token reached stdout or stderr.
+}
+
+async fn assert_signal_exits_zero(signal: fn(&Sidecar)) {
+    let mut sidecar = Sidecar::spawn(&[]);
+    // Answering proves the sidecar is up (signal handlers installed).
+    next_line_is_ping_response(&mut sidecar, 1).await;
+    signal(&sidecar);
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}; stderr:\n{}",
+        sidecar.stderr()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero() {
+    assert_signal_exits_zero(Sidecar::kill_term).await;
+}
+
+#[tokio::test]
+async fn sigint_exits_zero() {
+    assert_signal_exits_zero(Sidecar::kill_int).await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    sidecar
+        .send_line(
+            r#"{"jsonrpc":"2.0","id":"slow","method":"core_test_sleep","params":{"ms":300}}"#,
+        )
+        .await;
+    // Lines are read in order: once the ping is answered, the slow one is in flight.
+    next_line_is_ping_response(&mut sidecar, 1).await;
+    sidecar.kill_term();
+    let response = sidecar.recv_response(&json!("slow")).await;
+    assert_eq!(response["result"]["pong"], true, "{response}");
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn stdin_eof_answers_requests_in_flight_then_exits_zero() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    for id in 1..=3 {
+        sidecar
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "core_test_sleep", "params": {"ms": 200 * id}}))
+            .await;
+    }
+    sidecar.send_line(&ping_line("4")).await;
+    sidecar.close_stdin();
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", sidecar.stderr());
+    let mut ids = Vec::new();
+    while let Some(line) = sidecar.recv_line(TIMEOUT).await {
+        let response: Value = serde_json::from_str(&line).expect("JSON");
+        assert!(response.get("result").is_some(), "{response}");
+        ids.push(response["id"].as_u64().expect("numeric id"));
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![1, 2, 3, 4],
+        "every request answered once before exit"
+    );
+}
+
+#[tokio::test]
+async fn slow_request_does_not_delay_ping() {
+    let mut sidecar = Sidecar::spawn(HOOKS);
+    sidecar
+        .send_line(r#"{"jsonrpc":"2.0","id":1,"method":"core_test_sleep","params":{"ms":2000}}"#)
+        .await;
+    sidecar.send_line(&ping_line("2")).await;
+    let first = sidecar.recv_json().await;
+    assert_eq!(
+        first["id"], 2,
+        "the ping overtakes the slow request: {first}"
+    );
+    assert_eq!(first["result"]["pong"], true);
+}
+
+#[tokio::test]
+async fn help_lists_every_variable() {
+    let output = tokio::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .await
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8");
+    for var in [
+        "CORE_SIDECAR_BACKEND_URL",
+        "CORE_SIDECAR_AUTH_URL",
+        "CORE_SIDECAR_AUTH_API_KEY",
+        "CORE_SIDECAR_KEYRING",
+        "CORE_SIDECAR_KEYRING_SERVICE",
+        "CORE_SIDECAR_PROFILE",
+        "CORE_SIDECAR_HTTP_TIMEOUT_MS",
+        "SENTRY_DSN",
+        "SENTRY_ENVIRONMENT",
+        "SENTRY_RELEASE",
+        "RUST_LOG",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+    for value in ["secret-service", "keyutils", "memory"] {
+        assert!(
+            help.contains(value),
+            "--help does not list keyring {value}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stderr_carries_logs_and_stdout_only_protocol() {
+    let mut sidecar = Sidecar::spawn(&[("RUST_LOG", "debug")]);
+    next_line_is_ping_response(&mut sidecar, 1).await;
+    sidecar.close_stdin();
+    assert_eq!(sidecar.wait_exit(TIMEOUT).await.code(), Some(0));
+    let stdout = sidecar.stdout();
+    for line in stdout.lines() {
+        let value: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{line}"));
+        assert_eq!(value["jsonrpc"], "2.0", "{line}");
+    }
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
