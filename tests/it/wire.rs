@@ -511,3 +511,94 @@ async fn stderr_carries_logs_and_stdout_only_protocol() {
     }
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
+
+/// Pending requests count against `CORE_SIDECAR_MAX_IN_FLIGHT`; past it the reader stops
+/// reading, so even a ping behind it waits. (Requests answered inline while being read are
+/// never pending and need no slot.)
+#[tokio::test]
+async fn in_flight_limit_makes_the_reader_wait() {
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_TEST_HOOKS", "1"),
+        ("CORE_SIDECAR_MAX_IN_FLIGHT", "1"),
+    ]);
+    sidecar
+        .send_line(r#"{"jsonrpc":"2.0","id":1,"method":"core_test_sleep","params":{"ms":300}}"#)
+        .await;
+    sidecar
+        .send_line(r#"{"jsonrpc":"2.0","id":2,"method":"core_test_sleep","params":{"ms":0}}"#)
+        .await;
+    sidecar.send_line(&ping_line("3")).await;
+    let first = sidecar.recv_json().await;
+    assert_eq!(
+        first["id"], 1,
+        "the second pending request waits for the slot, and the ping behind it: {first}"
+    );
+    let mut rest = vec![
+        sidecar.recv_json().await["id"].clone(),
+        sidecar.recv_json().await["id"].clone(),
+    ];
+    rest.sort_by_key(|id| id.as_u64());
+    assert_eq!(rest, vec![json!(2), json!(3)]);
+}
+
+#[tokio::test]
+async fn shutdown_wait_for_requests_in_flight_is_bounded() {
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_TEST_HOOKS", "1"),
+        ("CORE_SIDECAR_SHUTDOWN_TIMEOUT_MS", "200"),
+    ]);
+    sidecar
+        .send_line(r#"{"jsonrpc":"2.0","id":1,"method":"core_test_sleep","params":{"ms":600000}}"#)
+        .await;
+    next_line_is_ping_response(&mut sidecar, 2).await;
+    sidecar.close_stdin();
+    // TIMEOUT (10 s) is far below the 10 min sleep: exiting proves the bound.
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", sidecar.stderr());
+}
+
+#[tokio::test]
+async fn many_pipelined_requests_are_all_answered_in_whole_lines() {
+    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_TEST_HOOKS", "1")]);
+    const N: u64 = 3000;
+    let mut input = String::new();
+    for id in 0..N {
+        if id % 10 == 0 {
+            input.push_str(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"core_test_sleep","params":{{"ms":{}}}}}"#,
+                id % 7
+            ));
+        } else if id % 10 == 5 {
+            input.push_str(&format!(
+                r#"[{},{{"jsonrpc":"2.0","method":"core_ping"}}]"#,
+                ping_line(&id.to_string())
+            ));
+        } else {
+            input.push_str(&ping_line(&id.to_string()));
+        }
+        input.push('\n');
+    }
+    sidecar.send_bytes(input.as_bytes()).await;
+    sidecar.close_stdin();
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(status.code(), Some(0));
+    let mut seen = vec![false; N as usize];
+    let mut lines = 0;
+    while let Some(line) = sidecar.recv_line(TIMEOUT).await {
+        lines += 1;
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("torn line ({e}): {line}"));
+        let responses = match value {
+            Value::Array(items) => items,
+            single => vec![single],
+        };
+        for response in responses {
+            assert_eq!(response["result"]["pong"], true, "{response}");
+            let id = response["id"].as_u64().expect("id") as usize;
+            assert!(!seen[id], "id {id} answered twice");
+            seen[id] = true;
+        }
+    }
+    assert_eq!(lines, N as usize);
+    assert!(seen.iter().all(|s| *s), "every request answered");
+}
