@@ -6,7 +6,11 @@
 //! - `fake_sentry`: an HTTP server that stores Sentry envelopes.
 //! - `wire`: DESIGN.md section 2 (JSON-RPC framing, errors, ids, shutdown).
 //! - `telemetry`: what reaches Sentry, scrubbed and deduplicated.
+//! - `fake_backend`: a fake product backend (composio, `/auth/me`) with canned failures.
+//! - `backend`: the gated domain methods, their happy paths and every error mapping.
 
+mod backend;
+mod fake_backend;
 mod fake_sentry;
 mod harness;
 mod telemetry;

@@ -1,0 +1,197 @@
+//! A fake product backend on 127.0.0.1:0: the composio and `/auth/me` routes with fixed
+//! data, every request recorded, and a switch that makes every route answer a canned
+//! response (or never answer) for the error-mapping tests.
+#![allow(dead_code)] // shared helpers; not every test uses each one
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// The path as sent, percent-escapes kept.
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// What every route answers while set.
+#[derive(Debug, Clone)]
+pub enum Canned {
+    /// This status, these headers, this body.
+    Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// Never answers (the client's timeout has to end it).
+    Hang,
+}
+
+impl Canned {
+    pub fn reply(status: u16, body: impl Into<String>) -> Self {
+        Canned::Reply {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        if let Canned::Reply { headers, .. } = &mut self {
+            headers.push((name, value.to_string()));
+        }
+        self
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// `Authorization` value the routes accept; others get 401.
+    accepted: Mutex<String>,
+    canned: Mutex<Option<Canned>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+pub struct FakeBackend {
+    port: u16,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeBackend {
+    /// Starts the fake; it accepts `Authorization: Bearer <token>`.
+    pub async fn start(token: &str) -> FakeBackend {
+        let shared = Arc::new(Shared::default());
+        *shared.accepted.lock().unwrap() = format!("Bearer {token}");
+        let app = Router::new().fallback(route).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        FakeBackend {
+            port,
+            shared,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every route answers `canned` from now on.
+    pub fn set_canned(&self, canned: Canned) {
+        *self.shared.canned.lock().unwrap() = Some(canned);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn ok(data: Value) -> Response {
+    axum::Json(json!({"success": true, "data": data})).into_response()
+}
+
+fn failure(status: StatusCode, error: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"success": false, "error": error})),
+    )
+        .into_response()
+}
+
+async fn route(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let path = uri.path().to_string();
+    shared.requests.lock().unwrap().push(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+
+    let canned = shared.canned.lock().unwrap().clone();
+    match canned {
+        Some(Canned::Hang) => return std::future::pending::<Response>().await,
+        Some(Canned::Reply {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut response =
+                (StatusCode::from_u16(status).expect("status"), body).into_response();
+            for (name, value) in headers {
+                response
+                    .headers_mut()
+                    .insert(name, value.parse().expect("header value"));
+            }
+            return response;
+        }
+        None => {}
+    }
+
+    if authorization.as_deref() != Some(shared.accepted.lock().unwrap().as_str()) {
+        return failure(StatusCode::UNAUTHORIZED, "invalid token");
+    }
+    const BASE: &str = "/agent-integrations/composio";
+    match (method.as_str(), path.as_str()) {
+        ("GET", p) if p == format!("{BASE}/toolkits") => ok(json!({
+            // Strings and objects both occur; the sidecar normalizes to slugs.
+            "toolkits": ["github", {"slug": "slack", "name": "Slack"}],
+        })),
+        ("GET", p) if p == format!("{BASE}/connections") => ok(json!({
+            "connections": [
+                {"id": "ca_1", "toolkit": "github", "status": "ACTIVE", "createdAt": "2024-05-01T10:00:00Z"},
+                {"id": "ca_2", "toolkit_slug": "slack", "status": "INITIATED", "created_at": "2024-05-02T10:00:00Z"},
+            ],
+        })),
+        ("POST", p) if p == format!("{BASE}/authorize") => {
+            let toolkit = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|b| b["toolkit"].as_str().map(str::to_owned));
+            match toolkit {
+                Some(toolkit) => ok(json!({
+                    "connectUrl": format!("https://connect.example/{toolkit}"),
+                    "connectionId": "ca_new",
+                })),
+                None => failure(StatusCode::BAD_REQUEST, "toolkit is required"),
+            }
+        }
+        ("DELETE", p) if p.starts_with(&format!("{BASE}/connections/")) => {
+            ok(json!({"deleted": true}))
+        }
+        ("GET", "/auth/me") => ok(json!({
+            "id": "user-1",
+            "email": "user@example.com",
+            "user_metadata": {"name": "Test User"},
+        })),
+        _ => failure(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
