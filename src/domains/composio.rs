@@ -17,7 +17,8 @@
 //! Anything that cannot be normalized is a malformed backend answer (reported to Sentry).
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::NoParams;
@@ -74,6 +75,7 @@ pub struct ConnectionList {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeParams {
     /// The toolkit slug, e.g. `github`.
+    #[serde(deserialize_with = "toolkit_param")]
     pub toolkit: String,
 }
 
@@ -87,7 +89,11 @@ pub struct Authorization {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteConnectionParams {
-    #[serde(rename = "connectionId", alias = "connection_id")]
+    #[serde(
+        rename = "connectionId",
+        alias = "connection_id",
+        deserialize_with = "connection_id_param"
+    )]
     pub connection_id: String,
 }
 
@@ -130,6 +136,28 @@ pub async fn delete_connection(
     let id = required("connectionId", &params.connection_id)?;
     let data: Value = api.delete(&connection_path(id)?).await?;
     normalize_deleted(data)
+}
+
+// Params are validated while they are parsed, so a bad value is `invalid params` before the
+// session gate runs (even without a session); the domain functions check again.
+fn toolkit_param<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    required("toolkit", &value).map_err(param_error::<D>)?;
+    Ok(value)
+}
+
+fn connection_id_param<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    let id = required("connectionId", &value).map_err(param_error::<D>)?;
+    connection_path(id).map_err(param_error::<D>)?;
+    Ok(value)
+}
+
+fn param_error<'de, D: Deserializer<'de>>(error: Error) -> D::Error {
+    match error {
+        Error::InvalidParams { message, .. } => D::Error::custom(message),
+        other => D::Error::custom(other),
+    }
 }
 
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
@@ -414,6 +442,11 @@ mod tests {
         let p: DeleteConnectionParams =
             serde_json::from_value(json!({"connectionId": "a"})).unwrap();
         assert_eq!(p.connection_id, "a");
+        for bad in [json!({"connectionId": ""}), json!({"connectionId": ".."})] {
+            assert!(serde_json::from_value::<DeleteConnectionParams>(bad).is_err());
+        }
+        let err = serde_json::from_value::<AuthorizeParams>(json!({"toolkit": " "})).unwrap_err();
+        assert!(err.to_string().contains("non-empty"), "{err}");
         assert!(
             serde_json::from_value::<AuthorizeParams>(json!({"toolkit": "a", "x": 1})).is_err()
         );

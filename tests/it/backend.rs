@@ -448,3 +448,30 @@ async fn the_same_backend_fault_is_reported_once() {
     shut_down(&mut sidecar).await;
     assert_eq!(sentry.envelopes().len(), 1, "{:?}", sentry.envelopes());
 }
+
+#[tokio::test]
+async fn bad_params_are_invalid_params_even_without_a_session() {
+    let backend = FakeBackend::start(TEST_JWT).await;
+    let url = backend.url();
+    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_BACKEND_URL", &url)]);
+    for (method, params, field) in [
+        ("composio_authorize", json!({"toolkit": ""}), "toolkit"),
+        (
+            "composio_delete_connection",
+            json!({"connectionId": "."}),
+            "connectionId",
+        ),
+    ] {
+        let response = sidecar.request(method, params).await;
+        assert_eq!(response["error"]["code"], -32602, "{response}");
+        assert_eq!(response["error"]["data"]["field"], field, "{response}");
+    }
+    // Good params without a session: the gate answers auth-expired, no backend call.
+    let response = sidecar
+        .request("composio_authorize", json!({"toolkit": "github"}))
+        .await;
+    assert_eq!(response["error"]["code"], -32001, "{response}");
+    assert_eq!(response["error"]["data"]["reason"], "no_session");
+    assert!(backend.requests().is_empty());
+    shut_down(&mut sidecar).await;
+}
