@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The project's whole check, as CI runs it (.ci/run) and as a developer runs it locally:
+#
+#   1. installs what is missing: Debian packages for the keyring test environment (dbus,
+#      gnome-keyring, libsecret-tools, keyutils) and Node.js (nodejs, npm) via apt-get;
+#      the rustfmt and clippy components via rustup;
+#   2. cargo fmt --check, cargo clippy -D warnings;
+#   3. npm ci in scripts/js when that Node client exists;
+#   4. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
+#      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
+#      session keyring, so the real-keyring tests run (and fail if a keyring is unreachable).
+#
+# Usage: scripts/test.sh        (from anywhere; no arguments)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        note "need root (or sudo) to run: $*"
+        return 1
+    fi
+}
+
+step "checking tools"
+packages=()
+command -v dbus-run-session >/dev/null 2>&1 || packages+=(dbus)
+command -v dbus-send >/dev/null 2>&1 || packages+=(dbus)
+command -v gnome-keyring-daemon >/dev/null 2>&1 || packages+=(gnome-keyring)
+command -v secret-tool >/dev/null 2>&1 || packages+=(libsecret-tools)
+command -v keyctl >/dev/null 2>&1 || packages+=(keyutils)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+if [ "${#packages[@]}" -gt 0 ]; then
+    mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
+    note "installing ${packages[*]} (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >&2
+else
+    note "keyring tools and node present"
+fi
+for component in rustfmt clippy; do
+    probe=(cargo fmt --version)
+    [ "$component" = clippy ] && probe=(cargo clippy --version)
+    if ! "${probe[@]}" >/dev/null 2>&1; then
+        note "installing the $component component (rustup)"
+        rustup component add "$component"
+    fi
+done
+note "$(cargo --version); $(rustc --version)"
+note "node $(node --version); npm $(npm --version)"
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+if [ -f scripts/js/package.json ]; then
+    step "npm ci (scripts/js)"
+    (cd scripts/js && npm ci --no-audit --no-fund)
+fi
+
+step "cargo test --all-targets, then cargo test --doc (inside scripts/with-keyring.sh)"
+scripts/with-keyring.sh bash -c 'cargo test --all-targets && cargo test --doc'
+
+step "all checks passed"
