@@ -69,6 +69,6 @@ if [ -f scripts/js/package.json ]; then
 fi
 
 step "cargo test --all-targets, then cargo test --doc (inside scripts/with-keyring.sh)"
-scripts/with-keyring.sh bash -c 'cargo test --all-targets && cargo test --doc'
+scripts/with-keyring.sh bash -c 'cargo test --all-targets --no-fail-fast && cargo test --doc'
 
 step "all checks passed"
