@@ -79,7 +79,7 @@ pub fn run_with(
     Ok(stop)
 }
 
-fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
+pub(crate) fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
     let events: EventSink = {
         let outbox = outbox.clone();
         Arc::new(move |change| outbox.notify("auth_state_changed", &change))
