@@ -43,6 +43,13 @@ pub fn run_with(
     // Load the stored session in the background: the first request must not wait on D-Bus.
     runtime.spawn(async move { sessions.ready().await });
 
+    // Listen for signals before the first request is read: once the sidecar has answered
+    // anything, SIGTERM/SIGINT mean a clean shutdown, never the default death.
+    let signals = {
+        let _enter = runtime.enter();
+        ShutdownSignals::listen()
+    };
+
     let limits = Limits {
         max_in_flight: config.max_in_flight,
         max_line_bytes: config.max_line_bytes,
@@ -65,7 +72,7 @@ pub fn run_with(
     let stop = runtime.block_on(async {
         let stop = tokio::select! {
             end = done_rx => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
-            signal = shutdown_signal() => Stop::Signal(signal),
+            signal = signals.recv() => Stop::Signal(signal),
         };
         tracing::debug!(?stop, "shutting down");
         if !in_flight.drain(config.shutdown_timeout()).await {
@@ -101,26 +108,52 @@ pub(crate) fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> 
     })
 }
 
-async fn shutdown_signal() -> &'static str {
+/// SIGTERM and SIGINT (Ctrl-C elsewhere), registered once at start.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!("cannot listen for signals");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Must run inside the runtime.
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => {
+                    tracing::warn!("cannot listen for signals");
+                    None
+                }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+
+    async fn recv(self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let Some((mut term, mut int)) = self.streams else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
 
@@ -128,10 +161,10 @@ async fn shutdown_signal() -> &'static str {
 fn raw_stdin() -> impl Read + Send + 'static {
     #[cfg(unix)]
     {
-        use std::os::fd::{AsFd, OwnedFd};
+        use std::os::fd::AsFd;
         // A duplicate of fd 0, so dropping it never closes the process's stdin.
         match io::stdin().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(OwnedFd::from(fd))) as Box<dyn Read + Send>,
+            Ok(fd) => Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
             Err(_) => Box::new(io::stdin()),
         }
     }
@@ -145,9 +178,9 @@ fn raw_stdin() -> impl Read + Send + 'static {
 fn raw_stdout() -> impl Write + Send + 'static {
     #[cfg(unix)]
     {
-        use std::os::fd::{AsFd, OwnedFd};
+        use std::os::fd::AsFd;
         match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(OwnedFd::from(fd))) as Box<dyn Write + Send>,
+            Ok(fd) => Box::new(std::fs::File::from(fd)) as Box<dyn Write + Send>,
             Err(_) => Box::new(io::stdout()),
         }
     }

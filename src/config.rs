@@ -126,10 +126,11 @@ impl Config {
                 *value = None;
             }
         }
-        for url in [&mut self.backend_url, &mut self.auth_url] {
-            if let Some(u) = url {
-                *u = u.trim_end_matches('/').to_string();
-            }
+        for url in [&mut self.backend_url, &mut self.auth_url]
+            .into_iter()
+            .flatten()
+        {
+            *url = url.trim_end_matches('/').to_string();
         }
         self
     }

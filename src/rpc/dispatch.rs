@@ -183,10 +183,10 @@ impl<'a> Request<'a> {
                 return None;
             }
         }
-        if let Some(params) = envelope.params {
-            if !matches!(params.get().as_bytes()[0], b'{' | b'[') {
-                return None;
-            }
+        if let Some(params) = envelope.params
+            && !matches!(params.get().as_bytes()[0], b'{' | b'[')
+        {
+            return None;
         }
         Some(Self {
             id: envelope.id,

@@ -81,10 +81,10 @@ impl Outbox {
             return;
         }
         let mut writer = self.lock();
-        if let Err(e) = op(&mut writer) {
-            if !self.inner.closed.swap(true, Ordering::Relaxed) {
-                tracing::warn!(error = %e, "stdout closed; dropping further output");
-            }
+        if let Err(e) = op(&mut writer)
+            && !self.inner.closed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "stdout closed; dropping further output");
         }
     }
 

@@ -1,0 +1,83 @@
+//! Session-gate overhead per call with a cached session.
+//!
+//! Runs N gated calls whose domain function returns at once, and the same N calls made
+//! without the gate, on one current-thread runtime. The difference per call is the gate's
+//! cost: a read lock on the cache, a reference count, and the authenticated client.
+//! Run: `cargo bench --bench gate` (prints a table; no assertion).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use core_sidecar::backend::{Backend, BackendClient};
+use core_sidecar::config::KeyringKind;
+use core_sidecar::domains::auth::{self, StoreSessionParams};
+use core_sidecar::error::Result;
+use core_sidecar::session::gate::Gate;
+use core_sidecar::session::{Sessions, StoreOptions};
+
+const CALLS: u32 = 1_000_000;
+
+async fn domain_call(api: BackendClient) -> Result<usize> {
+    Ok(std::hint::black_box(&api) as *const _ as usize)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sessions = Sessions::new(
+            StoreOptions {
+                kind: KeyringKind::Memory,
+                service: "core-sidecar-bench".into(),
+                profile: "bench".into(),
+                timeout: Duration::from_secs(5),
+            },
+            Arc::new(|_| {}),
+        );
+        let params: StoreSessionParams = serde_json::from_value(serde_json::json!({
+            "access_token": "bench-access-token",
+            "expires_in": 3600,
+            "user": {"id": "bench-user"},
+        }))
+        .expect("params");
+        auth::store_session(&sessions, params)
+            .await
+            .expect("signed in");
+        let backend = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1))
+            .expect("backend");
+        let gate = Gate::new(sessions.clone(), backend.clone());
+
+        // Warm up both paths.
+        for _ in 0..10_000 {
+            gate.call(domain_call).await.expect("gated");
+            domain_call(backend.authed("bench-access-token"))
+                .await
+                .expect("direct");
+        }
+
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            std::hint::black_box(gate.call(domain_call).await.expect("gated"));
+        }
+        let gated = start.elapsed();
+
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            let api = backend.authed("bench-access-token");
+            std::hint::black_box(domain_call(api).await.expect("direct"));
+        }
+        let direct = start.elapsed();
+
+        let per = |d: Duration| d.as_nanos() as f64 / f64::from(CALLS);
+        println!("| path | ns per call |");
+        println!("|---|---|");
+        println!("| through the gate (cached session) | {:.0} |", per(gated));
+        println!(
+            "| domain call alone (client built directly) | {:.0} |",
+            per(direct)
+        );
+        println!("| gate overhead | {:.0} |", per(gated) - per(direct));
+    });
+}
