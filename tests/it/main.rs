@@ -8,10 +8,15 @@
 //! - `telemetry`: what reaches Sentry, scrubbed and deduplicated.
 //! - `fake_backend`: a fake product backend (composio, `/auth/me`) with canned failures.
 //! - `backend`: the gated domain methods, their happy paths and every error mapping.
+//! - `schema`: schema/ and openrpc.json, generated and up to date; every result, notification
+//!   and error the binary sends validates against its schema (`assert_valid_result`, ...).
+//! - `js_client`: scripts/js/client.mjs, the Node client example, against the binary.
 
 mod backend;
 mod fake_backend;
 mod fake_sentry;
 mod harness;
+mod js_client;
+mod schema;
 mod telemetry;
 mod wire;
