@@ -18,5 +18,6 @@ mod fake_sentry;
 mod harness;
 mod js_client;
 mod schema;
+mod session;
 mod telemetry;
 mod wire;
