@@ -26,6 +26,9 @@
 //! (`"pong":true` and, for latency, the id), so a broken server fails loudly instead of
 //! looking fast.
 
+// A command-line tool: progress and failures go to stderr, the table to stdout.
+#![allow(clippy::print_stderr)]
+
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -261,9 +264,9 @@ impl Server {
 
 fn ping_line(buf: &mut Vec<u8>, id: u64) {
     buf.clear();
-    write!(
+    writeln!(
         buf,
-        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"core_ping\"}}\n"
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"core_ping\"}}"
     )
     .expect("vec");
 }
