@@ -16,6 +16,10 @@
 //! - [`telemetry`]: tracing to stderr and Sentry with scrubbing and dedupe.
 //! - [`config`]: flags and environment variables.
 
+
+// stdout is the wire and stderr carries tracing's logs: nothing in the library prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod app;
 pub mod backend;
 pub mod config;

@@ -1,5 +1,8 @@
 //! The `core-sidecar` binary: parse the config, start telemetry, run, exit 0 on a clean stop.
 
+// stdout is the wire (clap's --help/--version are the only other output, before any request).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
