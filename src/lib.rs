@@ -16,7 +16,6 @@
 //! - [`telemetry`]: tracing to stderr and Sentry with scrubbing and dedupe.
 //! - [`config`]: flags and environment variables.
 
-
 // stdout is the wire and stderr carries tracing's logs: nothing in the library prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
