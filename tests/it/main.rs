@@ -11,8 +11,10 @@
 //! - `schema`: schema/ and openrpc.json, generated and up to date; every result, notification
 //!   and error the binary sends validates against its schema (`assert_valid_result`, ...).
 //! - `js_client`: scripts/js/client.mjs, the Node client example, against the binary.
+//! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 
 mod backend;
+mod demo;
 mod fake_backend;
 mod fake_sentry;
 mod harness;

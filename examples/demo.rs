@@ -1,0 +1,812 @@
+//! The guided demo driven by `scripts/demo.sh`: spawns the sidecar over pipes, as a desktop
+//! shell would, and walks through the whole flow against a local dev backend
+//! (`examples/dev_backend.rs`), printing each request, its result and every notification.
+//!
+//! ```text
+//! demo --backend http://127.0.0.1:PORT [--sidecar PATH] [--sidecar-pid-file PATH]
+//! ```
+//!
+//! - `--sidecar` defaults to `core-sidecar` next to this example's directory
+//!   (`target/debug/examples/demo` -> `target/debug/core-sidecar`).
+//! - `--sidecar-pid-file` writes the sidecar's pid there (for the script's cleanup trap).
+//!
+//! The sidecar runs with `CORE_SIDECAR_BACKEND_URL` set to `--backend`, `RUST_LOG=warn`,
+//! `CORE_SIDECAR_KEYRING=memory` unless the caller sets `CORE_SIDECAR_KEYRING`, and
+//! `CORE_SIDECAR_PROFILE=demo` unless set (so a real keyring's session is never touched).
+//! The auth server and Sentry settings are removed: nothing leaves the machine.
+//!
+//! Every step is checked: the driver exits 1 at the first step that does not behave as
+//! expected, if the fake token ever shows up in the sidecar's stdout or stderr, or if the
+//! sidecar does not exit 0 when its stdin closes. So it doubles as a smoke test
+//! (`tests/it/demo.rs`). Colors only when stdout is a terminal (and `NO_COLOR` is unset).
+
+// A command-line tool: the walkthrough goes to stdout, failures to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// How long one response or notification may take.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// The fake user the demo signs in as.
+const USER_ID: &str = "demo-user";
+const USER_EMAIL: &str = "newcomer@example.com";
+/// 2100-01-01T00:00:00Z: the fake token never expires during the demo.
+const FAR_FUTURE_EXP: u64 = 4_102_444_800;
+
+type Outcome<T = ()> = Result<T, String>;
+
+struct Args {
+    backend: String,
+    sidecar: PathBuf,
+    pid_file: Option<PathBuf>,
+}
+
+fn usage() -> String {
+    "usage: demo --backend http://127.0.0.1:PORT [--sidecar PATH] [--sidecar-pid-file PATH]"
+        .to_string()
+}
+
+fn parse_args() -> Outcome<Args> {
+    let mut backend = None;
+    let mut sidecar = None;
+    let mut pid_file = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name.to_string(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .map(str::to_string)
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value\n{}", usage()))
+        };
+        match name.as_str() {
+            "--backend" => backend = Some(value()?),
+            "--sidecar" => sidecar = Some(PathBuf::from(value()?)),
+            "--sidecar-pid-file" => pid_file = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}\n{}", usage())),
+        }
+    }
+    let backend = backend
+        .ok_or_else(|| format!("--backend is required\n{}", usage()))?
+        .trim_end_matches('/')
+        .to_string();
+    let sidecar = match sidecar {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("core-sidecar")))
+            .ok_or("cannot locate core-sidecar; pass --sidecar")?,
+    };
+    Ok(Args {
+        backend,
+        sidecar,
+        pid_file,
+    })
+}
+
+/// ANSI styling, on only for a terminal.
+#[derive(Clone, Copy)]
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn detect(terminal: bool) -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            on: terminal && !no_color,
+        }
+    }
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn bold(self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn dim(self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn green(self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn yellow(self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    fn magenta(self, t: &str) -> String {
+        self.paint("35", t)
+    }
+    fn red(self, t: &str) -> String {
+        self.paint("31", t)
+    }
+}
+
+/// JSON on one line, with a space after `:` and `,` so it reads like prose.
+fn compact(value: &Value) -> String {
+    let mut out = String::new();
+    write_compact(value, &mut out);
+    out
+}
+
+fn write_compact(value: &Value, out: &mut String) {
+    match value {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_compact(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{}: ", Value::String(key.clone()));
+                write_compact(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Raw JSON text as sent on the wire (keys in the sidecar's order), with a space after `:`
+/// and `,` outside strings.
+fn spaced(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + raw.len() / 8);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        out.push(c);
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                ':' | ',' => out.push(' '),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The raw text of the `result` member of a response line, if any.
+fn raw_result(line: &str) -> Option<String> {
+    let members: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(line).ok()?;
+    Some(members.get("result")?.get().to_string())
+}
+
+/// A JWT-shaped token with a far-future `exp` (unsigned: the sidecar reads `exp` without
+/// verifying, and the dev backend accepts any token). Unique per run.
+fn fake_jwt() -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let header = json!({"alg": "HS256", "typ": "JWT"});
+    let claims = json!({
+        "sub": USER_ID,
+        "email": USER_EMAIL,
+        "iat": now.as_secs(),
+        "exp": FAR_FUTURE_EXP,
+        "jti": format!("demo-{}-{}", std::process::id(), now.subsec_nanos()),
+    });
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(b"not-a-real-signature"),
+    )
+}
+
+/// One plain HTTP/1.1 request to the dev backend (127.0.0.1 only): status and body.
+fn http(method: &str, url: &str) -> Outcome<(u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http:// URL: {url}"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let fail = |e: std::io::Error| format!("{method} {url}: {e}");
+    let mut stream = TcpStream::connect(host).map_err(fail)?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(fail)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{method} {url}: not an HTTP response"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The running sidecar and what it has said so far.
+struct Sidecar {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stdout_reader: Option<JoinHandle<()>>,
+    stderr_reader: Option<JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    next_id: u64,
+    /// Every notification received, in order.
+    notifications: Vec<Value>,
+    /// How many of `notifications` a step has already claimed.
+    claimed: usize,
+    token: String,
+    style: Style,
+}
+
+impl Sidecar {
+    fn spawn(args: &Args, token: String, style: Style) -> Outcome<Sidecar> {
+        let mut cmd = Command::new(&args.sidecar);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("CORE_SIDECAR_BACKEND_URL", &args.backend)
+            .env("RUST_LOG", "warn")
+            .env_remove("CORE_SIDECAR_AUTH_URL")
+            .env_remove("CORE_SIDECAR_AUTH_API_KEY")
+            .env_remove("SENTRY_DSN");
+        for (key, default) in [
+            ("CORE_SIDECAR_KEYRING", "memory"),
+            ("CORE_SIDECAR_PROFILE", "demo"),
+        ] {
+            if std::env::var(key).map_or(true, |v| v.is_empty()) {
+                cmd.env(key, default);
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", args.sidecar.display()))?;
+        if let Some(path) = &args.pid_file {
+            std::fs::write(path, child.id().to_string())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = (child.stdout.take().expect("piped"), stdout.clone());
+        let stdout_reader = std::thread::spawn(move || {
+            let (pipe, all) = out;
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                all.lock().unwrap().push_str(&line);
+                all.lock().unwrap().push('\n');
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = (child.stderr.take().expect("piped"), stderr.clone());
+        let stderr_reader = std::thread::spawn(move || {
+            let (mut pipe, all) = err;
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            all.lock().unwrap().push_str(&String::from_utf8_lossy(&buf));
+        });
+
+        Ok(Sidecar {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stdout_reader: Some(stdout_reader),
+            stderr_reader: Some(stderr_reader),
+            stderr,
+            stdout,
+            next_id: 1,
+            notifications: Vec::new(),
+            claimed: 0,
+            token,
+            style,
+        })
+    }
+
+    /// What the user sees of a value we send: the token replaced.
+    fn redact(&self, text: &str) -> String {
+        text.replace(&self.token, "<fake JWT>")
+    }
+
+    /// Reads one stdout line, or fails after `deadline`: the parsed value and the raw line.
+    fn next_line(&mut self, deadline: Instant, waiting_for: &str) -> Outcome<(Value, String)> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = match self.lines.recv_timeout(wait) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!("no {waiting_for} within {}s", TIMEOUT.as_secs()));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(format!(
+                    "the sidecar closed stdout while the demo waited for {waiting_for}"
+                ));
+            }
+        };
+        if line.contains(&self.token) {
+            return Err("the sidecar printed the access token on stdout".into());
+        }
+        let value =
+            serde_json::from_str(&line).map_err(|e| format!("not JSON on stdout ({e}): {line}"))?;
+        Ok((value, line))
+    }
+
+    fn show_notification(&mut self, message: Value) -> Outcome {
+        if message.get("method").and_then(Value::as_str) != Some("auth_state_changed") {
+            return Err(format!("unexpected notification: {message}"));
+        }
+        let params = &message["params"];
+        let mut text = format!(
+            "notification auth_state_changed: {}",
+            params["event"].as_str().unwrap_or("?")
+        );
+        if let Some(reason) = params["reason"].as_str() {
+            let _ = write!(text, " (reason: {reason})");
+        }
+        let state = &params["state"];
+        let _ = write!(
+            text,
+            ", isAuthenticated {}, userId {}",
+            state["isAuthenticated"], state["userId"]
+        );
+        println!("    {}", self.style.magenta(&format!("◆ {text}")));
+        self.notifications.push(message);
+        Ok(())
+    }
+
+    /// Sends a request and waits for its response, showing notifications as they arrive.
+    /// Returns the whole response (`result` or `error`).
+    /// `step` 0 continues the previous step (no number).
+    fn call(&mut self, step: u32, method: &str, params: Value, why: &str) -> Outcome<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let shown = match &params {
+            Value::Object(map) if map.is_empty() => method.to_string(),
+            params => format!("{method} {}", self.redact(&compact(params))),
+        };
+        println!(
+            "{} {} {}",
+            self.style.bold(&if step == 0 {
+                "    →".to_string()
+            } else {
+                format!("{step:>2}. →")
+            }),
+            self.style.bold(&shown),
+            self.style.dim(&format!("  # {why}"))
+        );
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let stdin = self.stdin.as_mut().ok_or("stdin already closed")?;
+        writeln!(stdin, "{request}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot write to the sidecar: {e}"))?;
+
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let (message, line) = self.next_line(deadline, &format!("response to {method}"))?;
+            match message.get("id") {
+                None => self.show_notification(message)?,
+                Some(got) if *got == json!(id) => {
+                    self.show_response(&message, &line);
+                    return Ok(message);
+                }
+                Some(_) => return Err(format!("a response to another request: {message}")),
+            }
+        }
+    }
+
+    fn show_response(&self, response: &Value, line: &str) {
+        let s = self.style;
+        if let Some(result) = response.get("result") {
+            let text = raw_result(line).map_or_else(|| compact(result), |raw| spaced(&raw));
+            println!("    {} {text}", s.green("←"));
+        } else {
+            let error = &response["error"];
+            let data = &error["data"];
+            let mut text = format!(
+                "error {} {}",
+                error["code"],
+                data["kind"].as_str().unwrap_or("")
+            );
+            if let Some(reason) = data["reason"].as_str() {
+                let _ = write!(text, " (reason: {reason})");
+            }
+            let _ = write!(text, ": {}", error["message"].as_str().unwrap_or(""));
+            println!("    {} {}", s.yellow("←"), s.yellow(&text));
+        }
+    }
+
+    /// Waits (if needed) for the next notification and checks its event and reason.
+    fn expect_notification(&mut self, event: &str, reason: Option<&str>) -> Outcome {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.notifications.len() <= self.claimed {
+            let (message, _) = self.next_line(deadline, &format!("{event} notification"))?;
+            if message.get("id").is_some() {
+                return Err(format!("an unexpected response: {message}"));
+            }
+            self.show_notification(message)?;
+        }
+        let params = &self.notifications[self.claimed]["params"];
+        self.claimed += 1;
+        check(
+            params["event"] == event && params["reason"].as_str() == reason,
+            format!(
+                "expected auth_state_changed {event}{}, got {params}",
+                reason.map(|r| format!(" (reason {r})")).unwrap_or_default()
+            ),
+        )
+    }
+
+    /// Closes stdin and waits for the exit status.
+    fn close(&mut self) -> Outcome<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => return Err("the sidecar did not exit after stdin closed".into()),
+                Err(e) => return Err(format!("cannot wait for the sidecar: {e}")),
+            }
+        };
+        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = reader.join();
+        }
+        // Anything still unread on stdout must be a notification.
+        while let Ok(line) = self.lines.try_recv() {
+            let message: Value =
+                serde_json::from_str(&line).map_err(|e| format!("not JSON on stdout ({e})"))?;
+            if message.get("id").is_some() {
+                return Err(format!("an unexpected response: {message}"));
+            }
+            self.show_notification(message)?;
+        }
+        Ok(status)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn check(ok: bool, what: impl Into<String>) -> Outcome {
+    if ok { Ok(()) } else { Err(what.into()) }
+}
+
+fn result<'a>(response: &'a Value, method: &str) -> Outcome<&'a Value> {
+    response
+        .get("result")
+        .ok_or_else(|| format!("{method} failed: {}", response["error"]))
+}
+
+fn expect_auth_expired(response: &Value, reason: Option<&str>) -> Outcome {
+    let error = &response["error"];
+    check(
+        error["code"] == -32001
+            && error["data"]["kind"] == "auth_expired"
+            && reason.is_none_or(|r| error["data"]["reason"] == r),
+        format!(
+            "expected error -32001 auth_expired{}, got {response}",
+            reason.map(|r| format!(" reason {r}")).unwrap_or_default()
+        ),
+    )
+}
+
+fn run(args: &Args, style: Style) -> Outcome {
+    let keyring = std::env::var("CORE_SIDECAR_KEYRING")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "memory".into());
+    println!(
+        "{}",
+        style.bold(
+            "core-sidecar demo: this program plays the desktop app, talking JSON-RPC to the sidecar over its pipes."
+        )
+    );
+    println!(
+        "{}",
+        style.dim(&format!(
+            "dev backend {} (no accounts) · keyring {keyring} · → request  ← response  ◆ notification",
+            args.backend
+        ))
+    );
+    println!();
+
+    let token = fake_jwt();
+    let mut sc = Sidecar::spawn(args, token.clone(), style)?;
+    walk(args, style, &mut sc, &token).map_err(|e| {
+        let _ = sc.child.kill();
+        let _ = sc.child.wait();
+        if let Some(reader) = sc.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        let stderr = sc.stderr().replace(&token, "<fake JWT>");
+        if stderr.trim().is_empty() {
+            e
+        } else {
+            format!("{e}\nsidecar stderr:\n{stderr}")
+        }
+    })
+}
+
+/// The twelve steps, then the shutdown.
+fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
+    // 1. Which sidecar is this?
+    let r = sc.call(1, "core_version", json!({}), "which sidecar and protocol?")?;
+    let v = result(&r, "core_version")?;
+    check(
+        v["name"] == "core-sidecar" && v["protocol"] == 1,
+        format!("unexpected core_version result {v}"),
+    )?;
+
+    // 2. Signed out at start.
+    let r = sc.call(2, "auth_get_state", json!({}), "nobody is signed in yet")?;
+    if result(&r, "auth_get_state")?["isAuthenticated"] == true {
+        // Only possible with a persistent keyring and a session left by an earlier run.
+        println!(
+            "    {}",
+            style.dim("a session from an earlier demo run is stored: clearing it first")
+        );
+        let r = sc.call(0, "auth_clear_session", json!({}), "start from signed out")?;
+        result(&r, "auth_clear_session")?;
+        sc.expect_notification("SIGNED_OUT", Some("signed_out"))?;
+    }
+
+    // 3. Gated calls need a session.
+    let r = sc.call(
+        3,
+        "composio_list_toolkits",
+        json!({}),
+        "a gated method before sign-in: refused",
+    )?;
+    expect_auth_expired(&r, Some("no_session"))?;
+
+    // 4. Sign in: the shell hands over the session it got from the auth server.
+    let r = sc.call(
+        4,
+        "auth_store_session",
+        json!({"access_token": token, "user": {"id": USER_ID}}),
+        "sign in (expiry read from the JWT)",
+    )?;
+    let state = result(&r, "auth_store_session")?;
+    check(
+        state["isAuthenticated"] == true
+            && state["userId"] == USER_ID
+            && state["expiresAt"] == FAR_FUTURE_EXP,
+        format!("unexpected state after auth_store_session: {state}"),
+    )?;
+    sc.expect_notification("SIGNED_IN", None)?;
+
+    // 5-6. Gated calls now reach the backend with the token.
+    let r = sc.call(
+        5,
+        "composio_list_toolkits",
+        json!({}),
+        "now through the session gate",
+    )?;
+    check(
+        result(&r, "composio_list_toolkits")?["toolkits"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("github"))),
+        format!("expected a toolkit list with github, got {r}"),
+    )?;
+    let r = sc.call(6, "composio_list_connections", json!({}), "none yet")?;
+    check(
+        result(&r, "composio_list_connections")?["connections"].is_array(),
+        format!("expected a connection list, got {r}"),
+    )?;
+
+    // 7. Connect GitHub: the app would open connectUrl in a browser.
+    let r = sc.call(
+        7,
+        "composio_authorize",
+        json!({"toolkit": "github"}),
+        "start connecting GitHub",
+    )?;
+    let v = result(&r, "composio_authorize")?;
+    let (Some(url), Some(connection_id)) = (v["connectUrl"].as_str(), v["connectionId"].as_str())
+    else {
+        return Err(format!("expected connectUrl and connectionId, got {v}"));
+    };
+    let connection_id = connection_id.to_string();
+    let (status, _) = http("GET", url)?;
+    check(status == 200, format!("GET connectUrl answered {status}"))?;
+    println!(
+        "    {}",
+        style.dim(
+            "(the user would open connectUrl in a browser; the demo opened it: connection ACTIVE)"
+        )
+    );
+
+    // 8. It shows up.
+    let r = sc.call(
+        8,
+        "composio_list_connections",
+        json!({}),
+        "the new connection",
+    )?;
+    check(
+        result(&r, "composio_list_connections")?["connections"]
+            .as_array()
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|c| c["id"] == connection_id.as_str() && c["status"] == "ACTIVE")
+            }),
+        format!("expected {connection_id} ACTIVE in the list, got {r}"),
+    )?;
+
+    // 9. And goes away.
+    let r = sc.call(
+        9,
+        "composio_delete_connection",
+        json!({"connectionId": connection_id}),
+        "disconnect it",
+    )?;
+    check(
+        result(&r, "composio_delete_connection")?["deleted"] == true,
+        format!("expected deleted: true, got {r}"),
+    )?;
+
+    // 10. A second domain through the same gate.
+    let r = sc.call(
+        10,
+        "user_get_profile",
+        json!({}),
+        "another domain, same session gate",
+    )?;
+    check(
+        result(&r, "user_get_profile")?["id"] == USER_ID && r["result"]["email"] == USER_EMAIL,
+        format!("expected the profile of {USER_ID}, got {r}"),
+    )?;
+
+    // 11. The server side ends the session.
+    println!(
+        "{} {}",
+        style.bold("11. ⚡"),
+        style.bold("The backend now revokes the token (POST /dev/revoke on the dev backend), as a")
+    );
+    println!(
+        "      {}",
+        style.bold("real one does when a session ends server-side. The next gated call:")
+    );
+    let (status, body) = http("POST", &format!("{}/dev/revoke", args.backend))?;
+    check(
+        status == 200,
+        format!("POST /dev/revoke answered {status}: {body}"),
+    )?;
+    let r = sc.call(
+        0,
+        "composio_list_connections",
+        json!({}),
+        "backend answers 401 -> signed out",
+    )?;
+    expect_auth_expired(&r, None)?;
+    sc.expect_notification("SIGNED_OUT", Some("expired"))?;
+
+    // 12. Signed out, session cleared.
+    let r = sc.call(
+        12,
+        "auth_get_state",
+        json!({}),
+        "the stored session is gone",
+    )?;
+    check(
+        result(&r, "auth_get_state")?["isAuthenticated"] == false,
+        format!("expected signed out, got {r}"),
+    )?;
+
+    // The end: the shell closes stdin.
+    println!();
+    let status = sc.close()?;
+    check(
+        status.success(),
+        format!("the sidecar exited with {status}, expected 0"),
+    )?;
+    println!(
+        "{}",
+        style.dim("closed the sidecar's stdin: it finished its work and exited with status 0")
+    );
+    check(
+        sc.notifications.len() == sc.claimed,
+        format!(
+            "unexpected extra notifications: {:?}",
+            &sc.notifications[sc.claimed..]
+        ),
+    )?;
+    let stderr = sc.stderr();
+    check(
+        !stderr.contains(token),
+        "the sidecar wrote the access token to stderr",
+    )?;
+    check(
+        !sc.stdout.lock().unwrap().contains(token),
+        "the sidecar wrote the access token to stdout",
+    )?;
+    if !stderr.trim().is_empty() {
+        println!("{}", style.dim("sidecar stderr (RUST_LOG=warn):"));
+        for line in stderr.lines() {
+            println!("  {}", style.dim(line));
+        }
+    }
+    println!(
+        "{}",
+        style.green(
+            "✓ all 12 steps behaved as expected, and the token never appeared in any output."
+        )
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let err_style = Style::detect(std::io::stderr().is_terminal());
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args, Style::detect(std::io::stdout().is_terminal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("{} {e}", err_style.red("✗ demo failed:"));
+            ExitCode::FAILURE
+        }
+    }
+}
