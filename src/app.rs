@@ -158,34 +158,33 @@ impl ShutdownSignals {
 }
 
 /// stdin without std's own buffer: the transport buffers, and needs to see what is buffered.
-fn raw_stdin() -> impl Read + Send + 'static {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        // A duplicate of fd 0, so dropping it never closes the process's stdin.
-        match io::stdin().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
-            Err(_) => Box::new(io::stdin()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        io::stdin()
+fn raw_stdin() -> Box<dyn Read + Send> {
+    match unbuffered(&io::stdin()) {
+        Some(file) => Box::new(file),
+        None => Box::new(io::stdin()),
     }
 }
 
 /// stdout without std's line buffering: the transport's writer batches lines itself.
-fn raw_stdout() -> impl Write + Send + 'static {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(fd)) as Box<dyn Write + Send>,
-            Err(_) => Box::new(io::stdout()),
-        }
+fn raw_stdout() -> Box<dyn Write + Send> {
+    match unbuffered(&io::stdout()) {
+        Some(file) => Box::new(file),
+        None => Box::new(io::stdout()),
     }
-    #[cfg(not(unix))]
-    {
-        io::stdout()
-    }
+}
+
+/// A duplicate of a standard stream's file descriptor, so dropping it never closes the
+/// stream itself. `None` where that is not possible (or not unix).
+#[cfg(unix)]
+fn unbuffered(stream: &impl std::os::fd::AsFd) -> Option<std::fs::File> {
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::fs::File::from)
+}
+
+#[cfg(not(unix))]
+fn unbuffered<T>(_stream: &T) -> Option<std::fs::File> {
+    None
 }
