@@ -275,11 +275,43 @@ const SECRET_KEY: &str =
 static OPAQUE_RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9_-]{32,}").expect("scrub pattern"));
 
+/// How many of the most recent tokens [`remember_secret`] keeps.
+const KNOWN_SECRETS_KEPT: usize = 32;
+
+/// Shorter values are not redacted by value: they would mangle ordinary words.
+const KNOWN_SECRET_MIN_LEN: usize = 8;
+
+static KNOWN_SECRETS: LazyLock<std::sync::RwLock<std::collections::VecDeque<String>>> =
+    LazyLock::new(Default::default);
+
+fn known_secrets() -> std::sync::RwLockReadGuard<'static, std::collections::VecDeque<String>> {
+    KNOWN_SECRETS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes [`scrub`] redact this exact value from now on. Shapes cannot recognise every
+/// opaque token a server echoes back in an error body; the tokens this process holds are
+/// known, so they are redacted by value too (the most recent few dozen).
+pub fn remember_secret(secret: &str) {
+    if secret.len() < KNOWN_SECRET_MIN_LEN || known_secrets().iter().any(|s| s == secret) {
+        return;
+    }
+    let mut known = KNOWN_SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    if known.len() == KNOWN_SECRETS_KEPT {
+        known.pop_front();
+    }
+    known.push_back(secret.to_string());
+}
+
 /// Replaces anything token-shaped in `text` with `[redacted]`: JWTs, `Bearer ...`,
 /// Authorization header values, values of `*token` / `apikey` / `password` keys, URL query
 /// strings, and any base64url run of 32 characters or more that mixes letters and digits.
 pub fn scrub(text: &str) -> String {
     let mut out = std::borrow::Cow::Borrowed(text);
+    for secret in known_secrets().iter() {
+        if out.contains(secret.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(secret.as_str(), REDACTED));
+        }
+    }
     for (regex, replacement) in RULES.iter() {
         if let std::borrow::Cow::Owned(replaced) = regex.replace_all(&out, *replacement) {
             out = std::borrow::Cow::Owned(replaced);

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A token. Its `Debug` never shows the value, so a stray `{:?}` cannot leak it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Every `Secret` made is remembered by [`crate::telemetry::scrub`], which then redacts it by
+/// value wherever it shows up (an error body that echoes it, a log line).
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -14,11 +16,22 @@ impl Secret {
     /// `None` for an empty string: an empty token is no token.
     pub fn new(value: impl Into<String>) -> Option<Self> {
         let value = value.into();
-        (!value.trim().is_empty()).then_some(Self(value))
+        if value.trim().is_empty() {
+            return None;
+        }
+        crate::telemetry::remember_secret(&value);
+        Some(Self(value))
     }
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Self::new(value).ok_or_else(|| serde::de::Error::custom("empty token"))
     }
 }
 
@@ -145,6 +158,14 @@ mod tests {
         let secret = Secret::new("abc.def.ghi").unwrap();
         assert!(!format!("{secret:?}").contains("abc"));
         assert!(Secret::new("  ").is_none());
+    }
+
+    #[test]
+    fn a_secret_is_scrubbed_by_value_once_made() {
+        let secret = Secret::new("opaque-value-with-no-shape").unwrap();
+        let scrubbed = crate::telemetry::scrub("echoed: opaque-value-with-no-shape.");
+        assert_eq!(scrubbed, "echoed: [redacted].");
+        assert_eq!(secret.expose(), "opaque-value-with-no-shape");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod demo;
 mod fake_backend;
 mod fake_sentry;
 mod harness;
+mod hygiene;
 mod js_client;
 mod schema;
 mod session;
