@@ -94,19 +94,15 @@ impl Dispatcher {
             });
             return Reply::Now(join_batch(lines));
         }
+        // The members run concurrently; their responses keep the batch's order.
+        let members = replies.into_iter().map(|reply| match reply {
+            Reply::Now(line) => futures::future::ready(line).boxed(),
+            Reply::Later(future) => future,
+        });
         Reply::Later(
-            async move {
-                let mut lines = Vec::with_capacity(replies.len());
-                for reply in replies {
-                    let line = match reply {
-                        Reply::Now(line) => line,
-                        Reply::Later(future) => future.await,
-                    };
-                    lines.extend(line);
-                }
-                join_batch(lines.into_iter())
-            }
-            .boxed(),
+            futures::future::join_all(members)
+                .map(|lines| join_batch(lines.into_iter().flatten()))
+                .boxed(),
         )
     }
 
@@ -270,4 +266,77 @@ fn join_batch(lines: impl Iterator<Item = String>) -> Option<String> {
     }
     out.push(']');
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonrpsee::RpcModule;
+
+    use super::*;
+
+    fn dispatcher() -> Dispatcher {
+        let mut module = RpcModule::new(());
+        module
+            .register_method("ping", |_, _, _| "pong")
+            .expect("unique");
+        module
+            .register_async_method("nap", |_, _, _| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                "rested"
+            })
+            .expect("unique");
+        Dispatcher::new(module)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_members_run_concurrently_and_keep_their_order() {
+        let line = br#"[{"jsonrpc":"2.0","id":1,"method":"nap"},{"jsonrpc":"2.0","id":2,"method":"nap"},{"jsonrpc":"2.0","id":3,"method":"ping"}]"#;
+        let Reply::Later(future) = dispatcher().handle_line(line) else {
+            panic!("a batch with pending members completes later");
+        };
+        let start = tokio::time::Instant::now();
+        let reply = future.await.expect("a response");
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "one nap, not two");
+        assert_eq!(
+            reply,
+            r#"[{"jsonrpc":"2.0","id":1,"result":"rested"},{"jsonrpc":"2.0","id":2,"result":"rested"},{"jsonrpc":"2.0","id":3,"result":"pong"}]"#
+        );
+    }
+
+    #[test]
+    fn ids_come_back_as_sent() {
+        for id in [
+            "-1",
+            "1.50",
+            "18446744073709551616",
+            "1e3",
+            r#""x\"y""#,
+            "null",
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let Reply::Now(Some(reply)) = dispatcher().handle_line(line.as_bytes()) else {
+                panic!("ping answers at once");
+            };
+            assert_eq!(
+                reply,
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"pong"}}"#)
+            );
+        }
+    }
+
+    #[test]
+    fn notifications_get_nothing_even_on_error() {
+        for line in [
+            r#"{"jsonrpc":"2.0","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","method":"missing"}"#,
+            r#"[{"jsonrpc":"2.0","method":"ping"}]"#,
+        ] {
+            assert!(
+                matches!(dispatcher().handle_line(line.as_bytes()), Reply::Now(None)),
+                "{line}"
+            );
+        }
+    }
 }
