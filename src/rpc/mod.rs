@@ -167,3 +167,103 @@ fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(Waker::noop());
     pin!(future).poll(&mut cx)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Cursor, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use jsonrpsee::RpcModule;
+
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A parent that closed our stdout.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    fn module() -> RpcModule<()> {
+        let mut module = RpcModule::new(());
+        module.register_method("ping", |_, _, _| "pong").unwrap();
+        module
+            .register_async_method("later", |_, _, _| async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                "done"
+            })
+            .unwrap();
+        module
+    }
+
+    fn serve(input: &str, output: impl Write + Send + 'static) -> (ReadEnd, Outbox) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let outbox = Outbox::new(output);
+        let in_flight = InFlight::new(4);
+        let end = serve_blocking(
+            Cursor::new(input.to_string()),
+            &outbox,
+            module(),
+            Limits::default(),
+            &in_flight,
+            runtime.handle(),
+        );
+        assert!(runtime.block_on(in_flight.drain(Duration::from_secs(5))));
+        outbox.flush();
+        (end, outbox)
+    }
+
+    #[test]
+    fn answers_every_request_in_memory_then_reports_eof() {
+        let mut input = String::new();
+        for id in 0..100 {
+            let method = if id % 3 == 0 { "later" } else { "ping" };
+            input.push_str(&format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\"}}\n"
+            ));
+        }
+        input.push_str("not json\n");
+        let output = Captured::default();
+        let (end, _) = serve(&input, output.clone());
+        assert_eq!(end, ReadEnd::Eof);
+
+        let text = String::from_utf8(output.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+            .collect();
+        assert_eq!(lines.len(), 101);
+        let mut ids: Vec<i64> = lines.iter().filter_map(|l| l["id"].as_i64()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>());
+        assert!(lines.iter().any(|l| l["error"]["code"] == -32700));
+    }
+
+    #[test]
+    fn stops_reading_when_output_is_closed() {
+        let input = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n".repeat(10);
+        let (end, outbox) = serve(&input, Closed);
+        assert_eq!(end, ReadEnd::OutputClosed);
+        assert!(outbox.is_closed());
+    }
+}
