@@ -70,6 +70,8 @@ impl Dispatcher {
     pub fn handle_line(&self, line: &[u8]) -> Reply {
         match line.iter().find(|b| !b.is_ascii_whitespace()) {
             None => Reply::Now(None),
+            // serde_json skips the members it ignores without checking their UTF-8.
+            Some(_) if std::str::from_utf8(line).is_err() => Reply::Now(Some(PARSE_ERROR.into())),
             Some(b'[') => self.handle_batch(line),
             Some(_) => self.handle_single(line),
         }
@@ -107,6 +109,10 @@ impl Dispatcher {
     }
 
     fn handle_single(&self, text: &[u8]) -> Reply {
+        // A request is an object; serde would also take a batch member `["2.0", 1, "m"]`.
+        if text.first() == Some(&b'[') {
+            return Reply::Now(Some(INVALID_REQUEST.into()));
+        }
         let envelope: Envelope<'_> = match serde_json::from_slice(text) {
             Ok(envelope) => envelope,
             Err(e) => return Reply::Now(Some(envelope_error(&e, text).into())),

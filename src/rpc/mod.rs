@@ -12,6 +12,8 @@
 
 mod dispatch;
 mod framing;
+#[cfg(test)]
+mod fuzz_regressions;
 mod outbox;
 
 use std::future::Future;
