@@ -5,11 +5,13 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::backend::auth_server::{AuthServer, TokenEndpoint};
 use crate::config::Config;
 use crate::error::Error;
 use crate::router::{self, App};
 use crate::rpc::{self, InFlight, Limits, Outbox, ReadEnd};
 use crate::session::gate::Gate;
+use crate::session::refresh::Refresher;
 use crate::session::{EventSink, Sessions, StoreOptions};
 
 /// Why the sidecar stopped.
@@ -38,10 +40,15 @@ pub fn run_with(
     let outbox = Outbox::new(output);
     let app = build_app(&config, &outbox)?;
     let sessions = app.sessions.clone();
+    let refresher = app.refresher.clone();
     let module = router::methods(app);
 
     // Load the stored session in the background: the first request must not wait on D-Bus.
     runtime.spawn(async move { sessions.ready().await });
+    {
+        let _enter = runtime.enter();
+        refresher.spawn_ticker();
+    }
 
     // Listen for signals before the first request is read: once the sidecar has answered
     // anything, SIGTERM/SIGINT mean a clean shutdown, never the default death.
@@ -86,7 +93,7 @@ pub fn run_with(
     Ok(stop)
 }
 
-pub(crate) fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
+pub fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
     let events: EventSink = {
         let outbox = outbox.clone();
         Arc::new(move |change| outbox.notify("auth_state_changed", &change))
@@ -101,9 +108,23 @@ pub(crate) fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> 
         events,
     );
     let backend = Backend::new(config.backend_url.clone(), config.http_timeout())?;
+    let auth = config.auth_url.as_deref().map(|url| {
+        AuthServer::new(
+            backend.http().clone(),
+            url,
+            config.auth_api_key.as_deref(),
+            config.http_timeout(),
+        )
+    });
+    let endpoint = auth
+        .clone()
+        .map(|server| Arc::new(server) as Arc<dyn TokenEndpoint>);
+    let refresher = Refresher::new(sessions.clone(), endpoint);
     Ok(App {
-        gate: Gate::new(sessions.clone(), backend),
+        gate: Gate::new(sessions.clone(), backend, refresher.clone()),
         sessions,
+        auth,
+        refresher,
         test_hooks: config.test_hooks,
     })
 }

@@ -15,15 +15,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::BackendClient;
+use crate::backend::auth_server::AuthServer;
 use crate::domains::{NoParams, auth, composio, core, user};
 use crate::error::{Error, Result};
 use crate::session::Sessions;
 use crate::session::gate::Gate;
+use crate::session::refresh::Refresher;
 
 /// What every handler can reach.
 pub struct App {
     pub sessions: Arc<Sessions>,
     pub gate: Gate,
+    /// The auth server, when `CORE_SIDECAR_AUTH_URL` is set.
+    pub auth: Option<AuthServer>,
+    pub refresher: Arc<Refresher>,
     /// Enables `core_test_*` methods, for the integration tests only.
     pub test_hooks: bool,
 }
@@ -52,7 +57,15 @@ pub fn methods(app: App) -> RpcModule<App> {
         |app, _: NoParams| async move { auth::clear_session(&app.sessions).await },
     );
     public(&mut m, "auth_sign_out", |app, p| async move {
-        auth::sign_out(&app.sessions, p).await
+        auth::sign_out(&app.sessions, app.auth.as_ref(), p).await
+    });
+    public(
+        &mut m,
+        "auth_refresh_session",
+        |app, _: NoParams| async move { auth::refresh_session(&app.sessions, &app.refresher).await },
+    );
+    public(&mut m, "auth_get_user", |app, _: NoParams| async move {
+        auth::get_user(&app.sessions, app.auth.as_ref()).await
     });
 
     gated(&mut m, "composio_list_toolkits", composio::list_toolkits);

@@ -22,6 +22,8 @@
 //! Transport failures (refused, DNS, TLS, timeout, connection lost) are `Unavailable`.
 //! URLs never reach messages or logs with their query string; backend text is scrubbed.
 
+pub mod auth_server;
+
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -286,20 +288,25 @@ fn decode_data<T: DeserializeOwned>(status: u16, data: Value) -> Result<T> {
 
 /// The transport error of a request that got no complete answer. The URL is dropped first.
 pub fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
+    unreachable("backend", err, timeout)
+}
+
+/// A request to `service` that got no HTTP answer, as an error without the URL's query.
+pub(crate) fn unreachable(service: &str, err: reqwest::Error, timeout: Duration) -> Error {
     let err = err.without_url();
     if err.is_builder() {
         return Error::Internal(format!(
-            "could not build the backend request: {}",
+            "could not build the {service} request: {}",
             scrub(&chain(&err))
         ));
     }
     if err.is_timeout() {
         return Error::Unavailable(format!(
-            "backend unreachable: no answer within {} ms",
+            "{service} unreachable: no answer within {} ms",
             timeout.as_millis()
         ));
     }
-    Error::Unavailable(format!("backend unreachable: {}", scrub(&chain(&err))))
+    Error::Unavailable(format!("{service} unreachable: {}", scrub(&chain(&err))))
 }
 
 /// An error and its sources, as one line, consecutive repeats removed.

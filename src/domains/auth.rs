@@ -1,10 +1,14 @@
 //! The session methods (public: they work without a session): store, read, clear, sign out.
 
-use base64::Engine;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::backend::auth_server::{AuthServer, LogoutScope};
 use crate::error::{Error, Result};
+use crate::session::model::{jwt_expiry, unix_now};
+use crate::session::refresh::Refresher;
 use crate::session::{AuthState, Secret, Session, Sessions, SignOutReason};
 
 /// `auth_store_session` params: a supabase-js `Session` passes as is; unknown fields are
@@ -36,7 +40,7 @@ impl StoreSessionParams {
         };
         let expires_at = self
             .expires_at
-            .or_else(|| self.expires_in.map(|seconds| now + seconds))
+            .or_else(|| self.expires_in.map(|seconds| now.saturating_add(seconds)))
             .or_else(|| jwt_expiry(access_token.expose()));
         Ok(Session {
             refresh_token: self.refresh_token.and_then(Secret::new),
@@ -46,17 +50,6 @@ impl StoreSessionParams {
             user,
         })
     }
-}
-
-/// The `exp` claim of a JWT, read without verifying the signature: it only decides when to
-/// refresh, and the server verifies the token anyway.
-pub fn jwt_expiry(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_f64().map(|exp| exp as i64)
 }
 
 pub async fn store_session(sessions: &Sessions, params: StoreSessionParams) -> Result<AuthState> {
@@ -78,36 +71,69 @@ pub async fn clear_session(sessions: &Sessions) -> Result<Removed> {
     Ok(Removed { removed })
 }
 
-/// `auth_sign_out` scope, as GoTrue's `/logout?scope=`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignOutScope {
-    #[default]
-    Local,
-    Global,
-    Others,
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignOutParams {
     #[serde(default)]
-    pub scope: SignOutScope,
+    pub scope: LogoutScope,
 }
 
-/// Signs out. The auth server part (`global`, `others`) comes with the refresh client; until
-/// then every scope ends the local session except `others`, which keeps it by definition.
-pub async fn sign_out(sessions: &Sessions, params: SignOutParams) -> Result<Removed> {
-    if params.scope == SignOutScope::Others {
+/// Signs out. With an auth server, the session is revoked there first (`local`: this
+/// session, `global`: all of the user's, `others`: all but this one); a failure there does
+/// not keep the user signed in here. `others` keeps the local session.
+pub async fn sign_out(
+    sessions: &Sessions,
+    auth: Option<&AuthServer>,
+    params: SignOutParams,
+) -> Result<Removed> {
+    let current = sessions.current().await;
+    if let (Some(auth), Some(session)) = (auth, current.as_deref()) {
+        let revoked = auth
+            .logout(session.access_token.expose(), params.scope)
+            .await;
+        match revoked {
+            Err(error) if params.scope == LogoutScope::Others => return Err(error),
+            Err(error) => {
+                tracing::warn!(error = %error, "the auth server did not confirm the sign-out; signing out locally");
+            }
+            Ok(()) => {}
+        }
+    }
+    if params.scope == LogoutScope::Others {
         return Ok(Removed { removed: false });
     }
     clear_session(sessions).await
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// `auth_refresh_session`: a single-flight refresh, then the state.
+pub async fn refresh_session(sessions: &Sessions, refresher: &Arc<Refresher>) -> Result<AuthState> {
+    let session = sessions.current().await.ok_or_else(Error::no_session)?;
+    refresher.refresh(session).await?;
+    Ok(sessions.state().await)
+}
+
+/// `auth_get_user`: the user as the auth server sees it now. A session it no longer knows
+/// is ended (if it is still the stored one); other failures leave the session alone.
+pub async fn get_user(sessions: &Sessions, auth: Option<&AuthServer>) -> Result<Value> {
+    let auth = auth.ok_or_else(|| {
+        Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
+    })?;
+    let session = sessions.current().await.ok_or_else(Error::no_session)?;
+    match auth.user(session.access_token.expose()).await {
+        Ok(user) => {
+            sessions
+                .update_user_if_current(&session, user.clone())
+                .await?;
+            Ok(user)
+        }
+        Err(error @ Error::AuthExpired { .. }) => {
+            sessions
+                .end_if_current(&session, SignOutReason::Expired)
+                .await;
+            Err(error)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(test)]

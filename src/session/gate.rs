@@ -4,49 +4,89 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendClient};
+use crate::backend::{Backend, BackendClient, NO_BACKEND_MESSAGE};
 use crate::error::{AuthExpiredReason, Error, Result};
+use crate::session::model::unix_now;
+use crate::session::refresh::{GATE_THRESHOLD_S, Refresher};
 use crate::session::{Session, Sessions, SignOutReason};
 
 #[derive(Clone)]
 pub struct Gate {
     sessions: Arc<Sessions>,
     backend: Backend,
+    refresher: Arc<Refresher>,
 }
 
 impl Gate {
-    pub fn new(sessions: Arc<Sessions>, backend: Backend) -> Self {
-        Self { sessions, backend }
+    pub fn new(sessions: Arc<Sessions>, backend: Backend, refresher: Arc<Refresher>) -> Self {
+        Self {
+            sessions,
+            backend,
+            refresher,
+        }
     }
 
     /// Runs a domain call with a client that carries the session's access token.
     ///
-    /// A backend 401 means the session is gone: the stored session is cleared if it is still
-    /// the one this call used, with one SIGNED_OUT `expired`, and the call fails with
-    /// `auth_expired`.
+    /// 1. No session: `auth_expired` (`no_session`).
+    /// 2. The token expires within 60 s: refresh first (single-flight).
+    /// 3. A backend 401: one refresh and one retry when possible; still 401, or no refresh
+    ///    possible: the stored session is cleared if it is still the one this call used,
+    ///    with one SIGNED_OUT `expired`, and the call fails with `auth_expired`.
     pub async fn call<R, F, Fut>(&self, domain_call: F) -> Result<R>
     where
         F: Fn(BackendClient) -> Fut,
         Fut: Future<Output = Result<R>>,
     {
         if !self.backend.is_configured() {
-            return Err(Error::Unavailable(
-                "no backend configured: set CORE_SIDECAR_BACKEND_URL".into(),
-            ));
+            return Err(Error::Unavailable(NO_BACKEND_MESSAGE.into()));
         }
+        let session = self.fresh_session().await?;
+        let error = match domain_call(self.client(&session)).await {
+            Err(error) if is_backend_unauthorized(&error) => error,
+            other => return other,
+        };
+        if self.refresher.can_refresh(&session) {
+            let refreshed = self.refresher.refresh(session.clone()).await?;
+            if !refreshed.same_access(&session) {
+                return match domain_call(self.client(&refreshed)).await {
+                    Err(error) if is_backend_unauthorized(&error) => {
+                        self.expire(&refreshed).await;
+                        Err(error)
+                    }
+                    other => other,
+                };
+            }
+        }
+        self.expire(&session).await;
+        Err(error)
+    }
+
+    /// The cached session, refreshed first when it is about to expire. A refresh that fails
+    /// for a passing reason leaves the current token in use: it is still valid for a while.
+    async fn fresh_session(&self) -> Result<Arc<Session>> {
         let session = self
             .sessions
             .current()
             .await
             .ok_or_else(Error::no_session)?;
-        let result = domain_call(self.backend.authed(session.access_token.expose())).await;
-        match result {
-            Err(error) if is_backend_unauthorized(&error) => {
-                self.expire(&session).await;
-                Err(error)
-            }
-            other => other,
+        if !session.expires_within(GATE_THRESHOLD_S, unix_now())
+            || !self.refresher.can_refresh(&session)
+        {
+            return Ok(session);
         }
+        match self.refresher.refresh(session.clone()).await {
+            Ok(fresh) => Ok(fresh),
+            Err(error @ Error::AuthExpired { .. }) => Err(error),
+            Err(error) => {
+                tracing::warn!(error = %error, "refresh before the call failed; using the current token");
+                Ok(session)
+            }
+        }
+    }
+
+    fn client(&self, session: &Session) -> BackendClient {
+        self.backend.authed(session.access_token.expose())
     }
 
     async fn expire(&self, session: &Session) {

@@ -4,10 +4,12 @@
 //!   of it, each written to the keyring first and announced with one `auth_state_changed`.
 //! - [`store`]: the keyring, read once at start.
 //! - [`gate`]: the only way into gated methods.
+//! - [`refresh`]: single-flight refresh against the auth server, and the auto-refresh ticker.
 //! - [`model`]: what a session is, and what the shell may see of it.
 
 pub mod gate;
 pub mod model;
+pub mod refresh;
 pub mod store;
 
 use std::sync::{Arc, RwLock};
@@ -177,6 +179,20 @@ impl Sessions {
             self.emit(event, store);
         }
         Ok(true)
+    }
+
+    /// Stores the user as the auth server sees it now, if `used` is still the stored session.
+    /// No notification: the session (tokens, expiry) did not change.
+    pub async fn update_user_if_current(
+        &self,
+        used: &Session,
+        user: serde_json::Value,
+    ) -> Result<bool> {
+        let next = Session {
+            user: Some(user),
+            ..used.clone()
+        };
+        self.replace_if_current(used, next, None).await
     }
 
     fn emit(&self, event: AuthEvent, store: &SessionStore) -> AuthState {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use base64::Engine;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,7 +71,8 @@ impl Session {
     /// Whether the access token expires within `seconds` of `now` (unix seconds). A session
     /// without a known expiry never counts as expiring.
     pub fn expires_within(&self, seconds: i64, now: i64) -> bool {
-        self.expires_at.is_some_and(|at| at - now <= seconds)
+        self.expires_at
+            .is_some_and(|at| at.saturating_sub(now) <= seconds)
     }
 
     /// Same access token: the identity the session gate compares ("is the stored session
@@ -147,6 +150,24 @@ impl AuthStateChanged {
             state,
         }
     }
+}
+
+/// The `exp` claim of a JWT, read without verifying the signature: it only decides when to
+/// refresh, and the server verifies the token anyway.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_f64().map(|exp| exp as i64)
+}
+
+/// Wall-clock unix seconds: expiries are wall-clock times set by the auth server.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

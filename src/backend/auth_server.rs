@@ -1,0 +1,392 @@
+//! The auth server client (GoTrue, as Supabase Auth): refresh, `/user`, `/logout`.
+//!
+//! GoTrue errors come in three body shapes, `{code: int, error_code, msg}`,
+//! `{code: str, message}` and `{error, error_description}`, and the `x-sb-error-code` header
+//! wins over all of them. [`classify`] turns an answer into an [`Error`]:
+//!
+//! | answer | error |
+//! |---|---|
+//! | refresh: 4xx with a code that says the refresh token or session is gone, or OAuth's `invalid_grant` | `AuthExpired { RefreshRejected }` (fatal: never retried) |
+//! | `/user`: 401, or 403 with `bad_jwt` / `session_not_found` / `user_not_found` | `AuthExpired { SessionNotFound }` |
+//! | 429 | `RateLimited` (transient) |
+//! | 5xx | `Backend` (transient, reported) |
+//! | other 4xx | `Backend` (not retried; the session is kept: a wrong API key is no reason to sign the user out) |
+//! | no answer | `Unavailable` (transient) |
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_retry_after, unreachable};
+use crate::error::{AuthExpiredReason, Error, Result};
+use crate::telemetry::scrub;
+
+/// Refresh-token rejections after which the token can never work again.
+const FATAL_REFRESH_CODES: &[&str] = &[
+    "refresh_token_not_found",
+    "refresh_token_already_used",
+    "session_not_found",
+    "session_expired",
+    "user_not_found",
+    "user_banned",
+    "invalid_grant",
+];
+
+/// `/user` answers meaning the auth server no longer knows this session.
+const GONE_SESSION_CODES: &[&str] = &["bad_jwt", "session_not_found", "user_not_found"];
+
+/// A session as GoTrue returns it from `/token`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuedSession {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default)]
+    pub user: Option<Value>,
+}
+
+/// Exchanges a refresh token for a new session. The refresh logic depends on this trait
+/// rather than on HTTP, so its timing rules are unit-tested under a paused clock.
+pub trait TokenEndpoint: Send + Sync + 'static {
+    fn refresh(&self, refresh_token: String) -> BoxFuture<'static, Result<IssuedSession>>;
+}
+
+/// `auth_sign_out` scope, as GoTrue's `/logout?scope=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogoutScope {
+    #[default]
+    Local,
+    Global,
+    Others,
+}
+
+impl LogoutScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Global => "global",
+            Self::Others => "others",
+        }
+    }
+}
+
+/// What an answer was for: the same status means different things per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    User,
+    Logout,
+}
+
+#[derive(Clone)]
+pub struct AuthServer {
+    http: reqwest::Client,
+    base_url: Arc<str>,
+    api_key: Option<Arc<str>>,
+    timeout: Duration,
+}
+
+impl AuthServer {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        api_key: Option<&str>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            http,
+            base_url: Arc::from(base_url.trim_end_matches('/')),
+            api_key: api_key.map(Arc::from),
+            timeout,
+        }
+    }
+
+    /// `POST /token?grant_type=refresh_token`.
+    pub async fn refresh_session(&self, refresh_token: &str) -> Result<IssuedSession> {
+        let body = serde_json::json!({ "refresh_token": refresh_token });
+        let request = self
+            .request(Method::POST, "/token?grant_type=refresh_token")
+            .json(&body);
+        let (status, headers, text) = self.send(request).await?;
+        if !status.is_success() {
+            return Err(classify(Endpoint::Token, status, &headers, &text));
+        }
+        serde_json::from_str::<IssuedSession>(&text).map_err(|_| malformed(status))
+    }
+
+    /// `GET /user`: the user as the auth server sees it now.
+    pub async fn user(&self, access_token: &str) -> Result<Value> {
+        let request = self
+            .request(Method::GET, "/user")
+            .header(AUTHORIZATION, bearer(access_token));
+        let (status, headers, text) = self.send(request).await?;
+        if !status.is_success() {
+            return Err(classify(Endpoint::User, status, &headers, &text));
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(user @ Value::Object(_)) => Ok(user),
+            _ => Err(malformed(status)),
+        }
+    }
+
+    /// `POST /logout?scope=`. 401, 403 and 404 mean the session is already gone there.
+    pub async fn logout(&self, access_token: &str, scope: LogoutScope) -> Result<()> {
+        let path = format!("/logout?scope={}", scope.as_str());
+        let request = self
+            .request(Method::POST, &path)
+            .header(AUTHORIZATION, bearer(access_token));
+        let (status, headers, text) = self.send(request).await?;
+        match status.as_u16() {
+            200..=299 | 401 | 403 | 404 => Ok(()),
+            _ => Err(classify(Endpoint::Logout, status, &headers, &text)),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.api_key {
+            Some(key) => request.header("apikey", key.as_ref()),
+            None => request,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, String)> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable("auth server", e, self.timeout))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreachable("auth server", e, self.timeout))?;
+        Ok((status, headers, text))
+    }
+}
+
+impl TokenEndpoint for AuthServer {
+    fn refresh(&self, refresh_token: String) -> BoxFuture<'static, Result<IssuedSession>> {
+        let server = self.clone();
+        Box::pin(async move { server.refresh_session(&refresh_token).await })
+    }
+}
+
+fn bearer(access_token: &str) -> String {
+    format!("Bearer {}", access_token.trim())
+}
+
+fn malformed(status: StatusCode) -> Error {
+    Error::Backend {
+        status: Some(status.as_u16()),
+        message: "the auth server sent a body that is not what it promised".into(),
+        malformed: true,
+    }
+}
+
+/// GoTrue's error code: the `x-sb-error-code` header, else the body's `error_code`, a string
+/// `code`, or OAuth's `error`.
+pub fn error_code(headers: &HeaderMap, body: &Value) -> Option<String> {
+    if let Some(code) = headers
+        .get("x-sb-error-code")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        return Some(code.to_string());
+    }
+    ["error_code", "code", "error"]
+        .iter()
+        .find_map(|key| body.get(*key)?.as_str().map(str::to_string))
+}
+
+/// The human part of a GoTrue error body: `msg`, `message` or `error_description`.
+fn error_message(body: &Value) -> Option<String> {
+    ["msg", "message", "error_description"]
+        .iter()
+        .find_map(|key| body.get(*key)?.as_str().map(str::to_string))
+}
+
+/// Turns a non-success answer of the auth server into an error (see the module table).
+pub fn classify(endpoint: Endpoint, status: StatusCode, headers: &HeaderMap, text: &str) -> Error {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let code = error_code(headers, &body);
+    let detail = error_message(&body)
+        .or_else(|| code.clone())
+        .map(|m| scrub(&m))
+        .unwrap_or_else(|| status.to_string());
+    let code_is = |codes: &[&str]| code.as_deref().is_some_and(|c| codes.contains(&c));
+    let status_u16 = status.as_u16();
+
+    match (endpoint, status_u16) {
+        (_, 429) => Error::RateLimited {
+            service: "auth server",
+            status: status_u16,
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        },
+        (Endpoint::Token, 400..=499) if code_is(FATAL_REFRESH_CODES) => Error::auth_expired(
+            AuthExpiredReason::RefreshRejected,
+            format!("the auth server rejected the refresh token: {detail}"),
+        ),
+        (Endpoint::User, 401) | (Endpoint::User, 403)
+            if status_u16 == 401 || code_is(GONE_SESSION_CODES) =>
+        {
+            Error::auth_expired(
+                AuthExpiredReason::SessionNotFound,
+                format!("the auth server no longer knows this session: {detail}"),
+            )
+        }
+        _ => Error::Backend {
+            status: Some(status_u16),
+            message: format!("auth server returned {status_u16}: {detail}"),
+            malformed: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn classify_body(endpoint: Endpoint, status: u16, header: Option<&str>, body: &str) -> Error {
+        let mut headers = HeaderMap::new();
+        if let Some(code) = header {
+            headers.insert("x-sb-error-code", code.parse().unwrap());
+        }
+        classify(
+            endpoint,
+            StatusCode::from_u16(status).unwrap(),
+            &headers,
+            body,
+        )
+    }
+
+    fn is_fatal(error: &Error) -> bool {
+        matches!(
+            error,
+            Error::AuthExpired {
+                reason: AuthExpiredReason::RefreshRejected,
+                ..
+            }
+        )
+    }
+
+    #[test]
+    fn each_error_body_shape_is_classified() {
+        // {code: int, error_code, msg}
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            None,
+            r#"{"code":400,"error_code":"refresh_token_already_used","msg":"Invalid Refresh Token: Already Used"}"#,
+        );
+        assert!(is_fatal(&e), "{e:?}");
+        assert!(e.to_string().contains("rejected the refresh token"), "{e}");
+        // {code: str, message}
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            None,
+            r#"{"code":"refresh_token_not_found","message":"Invalid Refresh Token: Refresh Token Not Found"}"#,
+        );
+        assert!(is_fatal(&e), "{e:?}");
+        // {error, error_description}
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            None,
+            r#"{"error":"invalid_grant","error_description":"Invalid Refresh Token"}"#,
+        );
+        assert!(is_fatal(&e), "{e:?}");
+    }
+
+    #[test]
+    fn the_header_code_wins() {
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            Some("session_expired"),
+            r#"{"code":400,"error_code":"validation_failed","msg":"x"}"#,
+        );
+        assert!(is_fatal(&e), "{e:?}");
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            Some("validation_failed"),
+            r#"{"code":400,"error_code":"refresh_token_not_found","msg":"x"}"#,
+        );
+        assert!(!is_fatal(&e), "{e:?}");
+    }
+
+    #[test]
+    fn transient_and_other_answers_are_not_fatal() {
+        let server = classify_body(Endpoint::Token, 503, None, "unavailable");
+        assert_eq!(server.kind(), ErrorKind::Backend);
+        assert!(server.retryable() && !is_fatal(&server));
+        let limited = classify_body(Endpoint::Token, 429, None, "{}");
+        assert_eq!(limited.kind(), ErrorKind::RateLimited);
+        assert!(limited.retryable());
+        // A wrong API key must not sign the user out.
+        let key = classify_body(
+            Endpoint::Token,
+            401,
+            None,
+            r#"{"message":"Invalid API key"}"#,
+        );
+        assert!(!is_fatal(&key) && !key.retryable(), "{key:?}");
+    }
+
+    #[test]
+    fn user_endpoint_gone_sessions() {
+        for (status, body) in [
+            (401, "{}"),
+            (
+                403,
+                r#"{"code":403,"error_code":"session_not_found","msg":"gone"}"#,
+            ),
+            (403, r#"{"code":403,"error_code":"bad_jwt","msg":"bad"}"#),
+            (
+                403,
+                r#"{"code":403,"error_code":"user_not_found","msg":"no user"}"#,
+            ),
+        ] {
+            let e = classify_body(Endpoint::User, status, None, body);
+            assert_eq!(e.kind(), ErrorKind::AuthExpired, "{status} {body}");
+        }
+        let forbidden = classify_body(Endpoint::User, 403, None, r#"{"error_code":"not_admin"}"#);
+        assert_eq!(forbidden.kind(), ErrorKind::Backend);
+        let server = classify_body(Endpoint::User, 500, None, "{}");
+        assert_eq!(server.kind(), ErrorKind::Backend);
+    }
+
+    #[test]
+    fn messages_never_carry_a_token() {
+        let e = classify_body(
+            Endpoint::Token,
+            400,
+            None,
+            r#"{"error":"invalid_grant","error_description":"token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl is bad"}"#,
+        );
+        assert!(!e.to_string().contains("eyJ"), "{e}");
+    }
+}

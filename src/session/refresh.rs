@@ -1,0 +1,555 @@
+//! Refreshing the session the way GoTrue expects (DESIGN.md section 7).
+//!
+//! Refresh tokens are single-use and rotate: using one twice can sign the user out. So:
+//! - **single-flight**: every caller (the gate, the ticker, `auth_refresh_session`) shares
+//!   the one refresh in flight. It runs in a spawned task, so a caller that gives up does
+//!   not cancel it, and its result is still saved.
+//! - **commit guard**: the result is written only if the stored session is still the one the
+//!   refresh started from ([`Sessions::replace_if_current`]); after a sign-out or a newer
+//!   sign-in it is discarded.
+//! - **retries**: transient failures (no answer, 5xx, 429) retry with backoff
+//!   200 ms * 2^n inside a 30 s budget; a fatal rejection clears the session once (unless a
+//!   newer one was stored meanwhile) and that refresh token is never tried again.
+//! - **auto-refresh**: a ticker every 30 s, first tick at start, refreshes when 90 s or less
+//!   remain.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::backend::auth_server::{IssuedSession, TokenEndpoint};
+use crate::error::{AuthExpiredReason, Error, Result};
+use crate::session::model::{jwt_expiry, unix_now};
+use crate::session::{AuthEvent, Secret, Session, Sessions, SignOutReason};
+
+pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
+pub const RETRY_BUDGET: Duration = Duration::from_secs(30);
+pub const TICK_PERIOD: Duration = Duration::from_secs(30);
+/// The ticker refreshes when this many seconds or fewer remain.
+pub const TICK_THRESHOLD_S: i64 = 90;
+/// The gate refreshes before a call when this many seconds or fewer remain.
+pub const GATE_THRESHOLD_S: i64 = 60;
+/// Fatally rejected refresh tokens remembered, so none is sent twice.
+const REJECTED_KEPT: usize = 16;
+
+const NO_AUTH_SERVER: &str = "no auth server configured: set CORE_SIDECAR_AUTH_URL";
+
+type SharedRefresh = Shared<BoxFuture<'static, Result<Arc<Session>>>>;
+
+pub struct Refresher {
+    sessions: Arc<Sessions>,
+    endpoint: Option<Arc<dyn TokenEndpoint>>,
+    /// The refresh in flight, tagged so only its own task clears it.
+    in_flight: Mutex<Option<(u64, SharedRefresh)>>,
+    next_tag: Mutex<u64>,
+    rejected: Mutex<Vec<Secret>>,
+}
+
+impl Refresher {
+    pub fn new(sessions: Arc<Sessions>, endpoint: Option<Arc<dyn TokenEndpoint>>) -> Arc<Self> {
+        Arc::new(Self {
+            sessions,
+            endpoint,
+            in_flight: Mutex::new(None),
+            next_tag: Mutex::new(0),
+            rejected: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether `session` can be refreshed at all: an auth server, a refresh token, and not
+    /// one the auth server already rejected.
+    pub fn can_refresh(&self, session: &Session) -> bool {
+        self.endpoint.is_some()
+            && session
+                .refresh_token
+                .as_ref()
+                .is_some_and(|token| !self.was_rejected(token))
+    }
+
+    /// Refreshes `used` (single-flight) and returns the session to use now: the refreshed
+    /// one, or a newer one stored meanwhile.
+    pub async fn refresh(self: &Arc<Self>, used: Arc<Session>) -> Result<Arc<Session>> {
+        let shared = {
+            let mut slot = lock(&self.in_flight);
+            match slot.as_ref() {
+                Some((_, running)) => running.clone(),
+                None => {
+                    let (tag, running) = self.start(used);
+                    *slot = Some((tag, running.clone()));
+                    running
+                }
+            }
+        };
+        shared.await
+    }
+
+    fn start(self: &Arc<Self>, used: Arc<Session>) -> (u64, SharedRefresh) {
+        let tag = {
+            let mut next = lock(&self.next_tag);
+            *next += 1;
+            *next
+        };
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let result = this.run(&used).await;
+            let mut slot = lock(&this.in_flight);
+            if slot.as_ref().is_some_and(|(t, _)| *t == tag) {
+                *slot = None;
+            }
+            result
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("the refresh task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        (tag, shared)
+    }
+
+    async fn run(&self, used: &Arc<Session>) -> Result<Arc<Session>> {
+        let Some(endpoint) = &self.endpoint else {
+            return Err(Error::Unavailable(NO_AUTH_SERVER.into()));
+        };
+        let Some(refresh_token) = used.refresh_token.clone() else {
+            return Err(Error::auth_expired(
+                AuthExpiredReason::RefreshRejected,
+                "the session has no refresh token",
+            ));
+        };
+        let exchanged = if self.was_rejected(&refresh_token) {
+            Err(rejected_before())
+        } else {
+            self.exchange(endpoint.as_ref(), &refresh_token).await
+        };
+        let issued = match exchanged {
+            Ok(issued) => issued,
+            Err(error) if is_fatal(&error) => {
+                self.remember_rejected(refresh_token);
+                // A session stored since the refresh began is adopted, not cleared.
+                if self
+                    .sessions
+                    .end_if_current(used, SignOutReason::RefreshFailed)
+                    .await
+                {
+                    tracing::info!("the auth server rejected the refresh token; signed out");
+                }
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        let next = refreshed_session(issued, used)?;
+        let committed = self
+            .sessions
+            .replace_if_current(used, next, Some(AuthEvent::TokenRefreshed))
+            .await?;
+        if !committed {
+            tracing::info!("refresh finished after a sign-out or a newer sign-in; discarded");
+        }
+        self.sessions.current().await.ok_or_else(Error::no_session)
+    }
+
+    /// Calls the token endpoint, retrying transient failures with exponential backoff.
+    async fn exchange(
+        &self,
+        endpoint: &dyn TokenEndpoint,
+        refresh_token: &Secret,
+    ) -> Result<IssuedSession> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let error = match endpoint.refresh(refresh_token.expose().to_string()).await {
+                Ok(issued) => return Ok(issued),
+                Err(error) if !error.retryable() => return Err(error),
+                Err(error) => error,
+            };
+            let mut delay = BACKOFF_BASE * 2u32.saturating_pow(attempt);
+            if let Error::RateLimited {
+                retry_after: Some(after),
+                ..
+            } = &error
+            {
+                delay = delay.max(*after);
+            }
+            if started.elapsed() + delay > RETRY_BUDGET {
+                return Err(error);
+            }
+            tracing::info!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "refresh failed; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// Starts the auto-refresh ticker. Without an auth server there is nothing to do.
+    pub fn spawn_ticker(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.endpoint.as_ref()?;
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(TICK_PERIOD);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                this.tick().await;
+            }
+        }))
+    }
+
+    /// One tick: refresh if the session is about to expire.
+    pub async fn tick(self: &Arc<Self>) {
+        let Some(session) = self.sessions.current().await else {
+            return;
+        };
+        if !session.expires_within(TICK_THRESHOLD_S, unix_now()) || !self.can_refresh(&session) {
+            return;
+        }
+        if let Err(error) = self.refresh(session).await {
+            tracing::warn!(error = %error, "auto-refresh failed");
+        }
+    }
+
+    fn was_rejected(&self, token: &Secret) -> bool {
+        lock(&self.rejected).contains(token)
+    }
+
+    fn remember_rejected(&self, token: Secret) {
+        let mut rejected = lock(&self.rejected);
+        if rejected.len() == REJECTED_KEPT {
+            rejected.remove(0);
+        }
+        rejected.push(token);
+    }
+}
+
+/// The error for a refresh token the auth server already rejected: not sent again.
+fn rejected_before() -> Error {
+    Error::auth_expired(
+        AuthExpiredReason::RefreshRejected,
+        "the auth server already rejected this refresh token",
+    )
+}
+
+fn is_fatal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::AuthExpired {
+            reason: AuthExpiredReason::RefreshRejected,
+            ..
+        }
+    )
+}
+
+fn refreshed_session(issued: IssuedSession, used: &Session) -> Result<Session> {
+    let access_token = Secret::new(issued.access_token).ok_or_else(|| Error::Backend {
+        status: None,
+        message: "the auth server returned an empty access token".into(),
+        malformed: true,
+    })?;
+    let expires_at = issued
+        .expires_at
+        .or_else(|| {
+            issued
+                .expires_in
+                .map(|seconds| unix_now().saturating_add(seconds))
+        })
+        .or_else(|| jwt_expiry(access_token.expose()));
+    Ok(Session {
+        refresh_token: issued
+            .refresh_token
+            .and_then(Secret::new)
+            .or_else(|| used.refresh_token.clone()),
+        access_token,
+        expires_at,
+        token_type: issued.token_type.or_else(|| used.token_type.clone()),
+        user: issued.user.or_else(|| used.user.clone()),
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::config::KeyringKind;
+    use crate::session::{AuthStateChanged, StoreOptions};
+
+    /// A token endpoint scripted answer by answer, recording when each call came.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<VecDeque<Result<IssuedSession>>>,
+        calls: Mutex<Vec<Instant>>,
+        /// Each call takes this long (paused clock).
+        latency: Duration,
+    }
+
+    impl TokenEndpoint for Arc<Script> {
+        fn refresh(&self, _token: String) -> BoxFuture<'static, Result<IssuedSession>> {
+            let script = self.clone();
+            Box::pin(async move {
+                lock(&script.calls).push(Instant::now());
+                tokio::time::sleep(script.latency).await;
+                let n = lock(&script.calls).len();
+                lock(&script.answers)
+                    .pop_front()
+                    .unwrap_or_else(|| Ok(issued(n)))
+            })
+        }
+    }
+
+    fn issued(n: usize) -> IssuedSession {
+        IssuedSession {
+            access_token: format!("access-token-{n}"),
+            refresh_token: Some(format!("refresh-token-{n}")),
+            expires_in: Some(3600),
+            expires_at: None,
+            token_type: Some("bearer".into()),
+            user: None,
+        }
+    }
+
+    fn transient(status: u16) -> Error {
+        Error::Backend {
+            status: Some(status),
+            message: "down".into(),
+            malformed: false,
+        }
+    }
+
+    fn fatal() -> Error {
+        Error::auth_expired(AuthExpiredReason::RefreshRejected, "already used")
+    }
+
+    struct Fixture {
+        sessions: Arc<Sessions>,
+        refresher: Arc<Refresher>,
+        script: Arc<Script>,
+        events: Arc<Mutex<Vec<AuthStateChanged>>>,
+    }
+
+    async fn fixture(script: Script) -> Fixture {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let sessions = Sessions::new(
+            StoreOptions {
+                kind: KeyringKind::Memory,
+                service: "refresh-tests".into(),
+                profile: "default".into(),
+                timeout: Duration::from_secs(5),
+            },
+            Arc::new(move |change| lock(&sink).push(change)),
+        );
+        let script = Arc::new(script);
+        let endpoint: Arc<dyn TokenEndpoint> = Arc::new(script.clone());
+        let refresher = Refresher::new(sessions.clone(), Some(endpoint));
+        Fixture {
+            sessions,
+            refresher,
+            script,
+            events,
+        }
+    }
+
+    fn session(access: &str, expires_in: i64) -> Session {
+        Session {
+            access_token: Secret::new(access).unwrap(),
+            refresh_token: Secret::new("refresh-token-0"),
+            expires_at: Some(unix_now() + expires_in),
+            token_type: None,
+            user: Some(serde_json::json!({"id": "u"})),
+        }
+    }
+
+    impl Fixture {
+        async fn signed_in(&self, expires_in: i64) -> Arc<Session> {
+            self.sessions
+                .sign_in(session("access-token-0", expires_in))
+                .await
+                .unwrap();
+            self.sessions.current().await.unwrap()
+        }
+
+        fn events(&self) -> Vec<&'static str> {
+            lock(&self.events).iter().map(|e| e.event).collect()
+        }
+
+        fn calls(&self) -> Vec<Instant> {
+            lock(&self.script.calls).clone()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_refresh() {
+        let f = fixture(Script {
+            latency: Duration::from_millis(50),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let refresher = f.refresher.clone();
+                let used = used.clone();
+                tokio::spawn(async move { refresher.refresh(used).await })
+            })
+            .collect();
+        for caller in callers {
+            let session = caller.await.unwrap().unwrap();
+            assert_eq!(session.access_token.expose(), "access-token-1");
+        }
+        assert_eq!(f.calls().len(), 1);
+        assert_eq!(f.events(), ["SIGNED_IN", "TOKEN_REFRESHED"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_retry_on_the_backoff_schedule() {
+        let f = fixture(Script {
+            answers: Mutex::new(VecDeque::from([
+                Err(transient(500)),
+                Err(transient(503)),
+                Err(Error::Unavailable("refused".into())),
+            ])),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let session = f.refresher.refresh(used).await.unwrap();
+        assert_eq!(session.access_token.expose(), "access-token-4");
+        let calls = f.calls();
+        let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(
+            gaps,
+            [200, 400, 800].map(Duration::from_millis),
+            "200 ms * 2^n"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_give_up_within_the_budget() {
+        let f = fixture(Script {
+            answers: Mutex::new((0..100).map(|_| Err(transient(502))).collect()),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let started = Instant::now();
+        let error = f.refresher.refresh(used).await.unwrap_err();
+        assert_eq!(error.kind(), crate::error::ErrorKind::Backend);
+        assert!(started.elapsed() <= RETRY_BUDGET);
+        assert!(
+            f.sessions.current().await.is_some(),
+            "transient keeps the session"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fatal_rejection_signs_out_once_and_is_never_retried() {
+        let f = fixture(Script {
+            answers: Mutex::new(VecDeque::from([Err(fatal())])),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(60).await;
+        let ticker = f.refresher.spawn_ticker().unwrap();
+        tokio::time::sleep(TICK_PERIOD * 5).await;
+        assert!(f.sessions.current().await.is_none());
+        assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_OUT"]);
+        assert_eq!(
+            lock(&f.events)[1].reason,
+            Some(SignOutReason::RefreshFailed)
+        );
+        assert_eq!(f.calls().len(), 1, "the ticker does not loop");
+        // The same session stored again: its refresh token is not sent again.
+        f.sessions.sign_in((*used).clone()).await.unwrap();
+        let again = f.refresher.refresh(used).await.unwrap_err();
+        assert!(is_fatal(&again));
+        assert_eq!(f.calls().len(), 1);
+        ticker.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_caller_does_not_cancel_the_refresh() {
+        let f = fixture(Script {
+            latency: Duration::from_secs(2),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(100), f.refresher.refresh(used)).await;
+        assert!(gave_up.is_err(), "the caller gave up");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let current = f.sessions.current().await.unwrap();
+        assert_eq!(current.access_token.expose(), "access-token-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_ends_after_sign_out_is_discarded() {
+        let f = fixture(Script {
+            latency: Duration::from_secs(1),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let refresh = tokio::spawn({
+            let refresher = f.refresher.clone();
+            async move { refresher.refresh(used).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        f.sessions.sign_out(SignOutReason::SignedOut).await.unwrap();
+        assert!(refresh.await.unwrap().is_err());
+        assert!(f.sessions.current().await.is_none());
+        assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_OUT"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_ends_after_a_newer_sign_in_is_discarded() {
+        let f = fixture(Script {
+            latency: Duration::from_secs(1),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let refresh = tokio::spawn({
+            let refresher = f.refresher.clone();
+            async move { refresher.refresh(used).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        f.sessions
+            .sign_in(session("newer-access-token", 3600))
+            .await
+            .unwrap();
+        let now = refresh.await.unwrap().unwrap();
+        assert_eq!(now.access_token.expose(), "newer-access-token");
+        assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_IN"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_refreshes_only_near_expiry() {
+        let f = fixture(Script::default()).await;
+        f.signed_in(3600).await;
+        let ticker = f.refresher.spawn_ticker().unwrap();
+        tokio::time::sleep(TICK_PERIOD * 3).await;
+        assert!(f.calls().is_empty(), "an hour left: nothing to do");
+        f.signed_in(80).await;
+        tokio::time::sleep(TICK_PERIOD + Duration::from_secs(1)).await;
+        assert_eq!(f.calls().len(), 1, "80 s left: refreshed on the next tick");
+        ticker.abort();
+    }
+
+    #[test]
+    fn refreshed_sessions_keep_what_the_server_left_out() {
+        let used = session("old-access-token", 10);
+        let mut fresh = issued(1);
+        fresh.refresh_token = None;
+        let next = refreshed_session(fresh, &used).unwrap();
+        assert_eq!(next.refresh_token, used.refresh_token);
+        assert_eq!(next.user, used.user);
+        assert!(next.expires_at.unwrap() > unix_now() + 3000);
+    }
+}
