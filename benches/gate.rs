@@ -16,7 +16,14 @@ use core_sidecar::session::gate::Gate;
 use core_sidecar::session::refresh::Refresher;
 use core_sidecar::session::{Sessions, StoreOptions};
 
-const CALLS: u32 = 1_000_000;
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this as a smoke test.
+fn calls() -> u32 {
+    if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        1_000
+    }
+}
 
 async fn domain_call(api: BackendClient) -> Result<usize> {
     Ok(std::hint::black_box(&api) as *const _ as usize)
@@ -53,27 +60,28 @@ fn main() {
         let gate = Gate::new(sessions.clone(), backend.clone(), refresher);
 
         // Warm up both paths.
-        for _ in 0..10_000 {
+        for _ in 0..calls() / 100 {
             gate.call(domain_call).await.expect("gated");
             domain_call(backend.authed("bench-access-token"))
                 .await
                 .expect("direct");
         }
 
+        let calls = calls();
         let start = Instant::now();
-        for _ in 0..CALLS {
+        for _ in 0..calls {
             std::hint::black_box(gate.call(domain_call).await.expect("gated"));
         }
         let gated = start.elapsed();
 
         let start = Instant::now();
-        for _ in 0..CALLS {
+        for _ in 0..calls {
             let api = backend.authed("bench-access-token");
             std::hint::black_box(domain_call(api).await.expect("direct"));
         }
         let direct = start.elapsed();
 
-        let per = |d: Duration| d.as_nanos() as f64 / f64::from(CALLS);
+        let per = |d: Duration| d.as_nanos() as f64 / f64::from(calls);
         println!("| path | ns per call |");
         println!("|---|---|");
         println!("| through the gate (cached session) | {:.0} |", per(gated));
