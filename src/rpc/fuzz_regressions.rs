@@ -1,35 +1,23 @@
 //! Inputs found by fuzzing the transport (`fuzz/`, `scripts/fuzz.sh`), replayed through the
 //! real method table: memory keyring, no backend URL, no test hooks.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use clap::Parser;
 use serde_json::Value;
 
-use super::{Dispatcher, Reply};
-use crate::backend::Backend;
-use crate::config::KeyringKind;
-use crate::router::{self, App};
-use crate::session::gate::Gate;
-use crate::session::{EventSink, Sessions, StoreOptions};
+use super::{Dispatcher, Outbox, Reply};
+use crate::config::{Config, KeyringKind};
+use crate::router;
 
+/// The method table as `app::run` builds it: memory keyring, no backend or auth server.
 fn dispatcher() -> Dispatcher {
-    let events: EventSink = Arc::new(|_| {});
-    let sessions = Sessions::new(
-        StoreOptions {
-            kind: KeyringKind::Memory,
-            service: "core-sidecar-test".into(),
-            profile: "fuzz-regressions".into(),
-            timeout: Duration::from_secs(5),
-        },
-        events,
-    );
-    let backend = Backend::new(None, Duration::from_secs(5)).expect("HTTP client");
-    Dispatcher::new(router::methods(App {
-        gate: Gate::new(sessions.clone(), backend),
-        sessions,
-        test_hooks: false,
-    }))
+    let mut config = Config::try_parse_from(["core-sidecar"]).expect("default config");
+    config.keyring = KeyringKind::Memory;
+    config.backend_url = None;
+    config.auth_url = None;
+    config.test_hooks = false;
+    let app = crate::app::build_app(&config, &Outbox::new(std::io::sink()))
+        .expect("the app builds without a backend URL");
+    Dispatcher::new(router::methods(app))
 }
 
 async fn reply(line: &[u8]) -> Option<Value> {
@@ -74,4 +62,26 @@ async fn array_batch_member_is_an_invalid_request() {
     assert_eq!(replies[0]["id"], Value::Null, "{reply}");
     assert_eq!(replies[1]["id"], 2, "{reply}");
     assert!(replies[1]["result"].is_object(), "{reply}");
+}
+
+/// Reachable by `request_parsing` (the `expires_in` seed and the dictionary's i64::MAX): an
+/// `expires_in` near `i64::MAX` overflowed `now + seconds` in `auth_store_session`, a panic
+/// with overflow checks (debug builds: -32603 and a Sentry event from client input) and a
+/// wrapped, negative expiry in release. Client input must never be an internal error.
+#[tokio::test]
+async fn huge_expires_in_is_not_an_internal_error() {
+    for expires_in in [i64::MAX, i64::MIN] {
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"auth_store_session","params":{{"access_token":"t","expires_in":{expires_in}}}}}"#
+        );
+        let reply = reply(line.as_bytes()).await.expect("a reply");
+        assert_ne!(error_code(&reply), Some(-32603), "{reply}");
+        if let Some(expires_at) = reply["result"]["expiresAt"].as_i64() {
+            assert_eq!(
+                expires_at.signum(),
+                expires_in.signum(),
+                "the expiry wrapped around: {reply}"
+            );
+        }
+    }
 }
