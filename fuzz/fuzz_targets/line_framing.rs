@@ -31,7 +31,7 @@ struct Trickle<'a> {
 impl Read for Trickle<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reads += 1;
-        if self.interrupt && self.reads % 3 == 0 {
+        if self.interrupt && self.reads.is_multiple_of(3) {
             return Err(io::ErrorKind::Interrupted.into());
         }
         let n = self.chunk.min(buf.len()).min(self.data.len());
