@@ -20,6 +20,7 @@ mod fake_sentry;
 mod harness;
 mod hygiene;
 mod js_client;
+mod refresh_flow;
 mod schema;
 mod session;
 mod telemetry;
