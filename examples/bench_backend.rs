@@ -160,7 +160,6 @@ fn main() {
         }
     }
     let rss = vm_rss_kb(child.id());
-    drop(call);
     drop(stdin);
     let _ = child.wait();
 
