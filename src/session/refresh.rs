@@ -488,8 +488,8 @@ mod tests {
         assert_eq!(current.access_token.expose(), "access-token-1");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_refresh_that_ends_after_sign_out_is_discarded() {
+    /// A signed-in fixture with a one-second refresh under way.
+    async fn refresh_in_flight() -> (Fixture, tokio::task::JoinHandle<Result<Arc<Session>>>) {
         let f = fixture(Script {
             latency: Duration::from_secs(1),
             ..Script::default()
@@ -501,6 +501,12 @@ mod tests {
             async move { refresher.refresh(used).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
+        (f, refresh)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_ends_after_sign_out_is_discarded() {
+        let (f, refresh) = refresh_in_flight().await;
         f.sessions.sign_out(SignOutReason::SignedOut).await.unwrap();
         assert!(refresh.await.unwrap().is_err());
         assert!(f.sessions.current().await.is_none());
@@ -509,17 +515,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refresh_that_ends_after_a_newer_sign_in_is_discarded() {
-        let f = fixture(Script {
-            latency: Duration::from_secs(1),
-            ..Script::default()
-        })
-        .await;
-        let used = f.signed_in(10).await;
-        let refresh = tokio::spawn({
-            let refresher = f.refresher.clone();
-            async move { refresher.refresh(used).await }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (f, refresh) = refresh_in_flight().await;
         f.sessions
             .sign_in(session("newer-access-token", 3600))
             .await

@@ -72,13 +72,7 @@ impl FakeBackend {
         let shared = Arc::new(Shared::default());
         *shared.accepted.lock().unwrap() = format!("Bearer {token}");
         let app = Router::new().fallback(route).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let (port, server) = crate::harness::serve_local(app).await;
         FakeBackend {
             port,
             shared,

@@ -33,13 +33,7 @@ impl FakeSentry {
             .route("/api/{project}/envelope/", post(envelope))
             .route("/api/{project}/store/", post(envelope))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let (port, server) = crate::harness::serve_local(app).await;
         FakeSentry {
             port,
             shared,

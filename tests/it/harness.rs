@@ -316,3 +316,15 @@ pub fn raw_members(line: &str) -> std::collections::HashMap<String, String> {
         .map(|(k, v)| (k, v.get().to_string()))
         .collect()
 }
+
+/// Serves a fake on 127.0.0.1 on a free port; returns the port and the server task.
+pub async fn serve_local(app: axum::Router) -> (u16, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (port, server)
+}

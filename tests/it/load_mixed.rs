@@ -42,9 +42,8 @@ async fn mixed_backend() -> String {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (port, _server) = crate::harness::serve_local(app).await;
+    let url = format!("http://127.0.0.1:{port}");
     url
 }
 

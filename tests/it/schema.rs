@@ -879,13 +879,7 @@ impl FakeAuth {
             .route("/user", get(user))
             .route("/logout", post(logout))
             .with_state(refreshes.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let (port, server) = crate::harness::serve_local(app).await;
         FakeAuth {
             port,
             refreshes,

@@ -251,9 +251,8 @@ async fn slow_401_backend(new_token: &'static str, release: Arc<Notify>) -> Stri
             (StatusCode::UNAUTHORIZED, "{}").into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (port, _server) = crate::harness::serve_local(app).await;
+    let url = format!("http://127.0.0.1:{port}");
     url
 }
 
