@@ -167,6 +167,9 @@ fn spawn(url: &str, extra: &[(&str, &str)]) -> Sidecar {
         ("CORE_SIDECAR_BACKEND_URL", url),
         ("CORE_SIDECAR_AUTH_URL", auth.as_str()),
         ("CORE_SIDECAR_AUTH_API_KEY", "anon-key-for-tests"),
+        // Secret hygiene for the refresh paths: the harness checks that no token below
+        // reaches stdout or the trace-level logs.
+        ("RUST_LOG", "trace"),
     ];
     env.extend_from_slice(extra);
     let mut sidecar = Sidecar::spawn(&env);
@@ -291,7 +294,9 @@ async fn a_reused_refresh_token_signs_out_once() {
 async fn auth_get_user_updates_clears_or_keeps() {
     let (fake, url) = FakeGotrue::start().await;
     let (access, refresh) = fake.seed(true);
-    let mut sidecar = spawn(&url, &[]);
+    let sentry = crate::fake_sentry::FakeSentry::start().await;
+    let dsn = sentry.dsn();
+    let mut sidecar = spawn(&url, &[("SENTRY_DSN", dsn.as_str())]);
     store(&mut sidecar, &access, &refresh, now() + 3600).await;
 
     let user = sidecar.request("auth_get_user", Value::Null).await;
@@ -326,6 +331,12 @@ async fn auth_get_user_updates_clears_or_keeps() {
         .collect();
     assert_eq!(signed_out, [("SIGNED_OUT".to_string(), json!("expired"))]);
     stop(sidecar).await;
+    // The 500 is a real fault: reported, and without a token.
+    let envelopes = sentry.wait_for(1, TIMEOUT).await;
+    for envelope in &envelopes {
+        assert!(!envelope.contains(&access) && !envelope.contains(&refresh));
+        assert!(!envelope.contains("seeded-") && !envelope.contains("issued-"));
+    }
 }
 
 #[tokio::test]
