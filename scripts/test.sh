@@ -68,6 +68,11 @@ if [ -f scripts/js/package.json ]; then
     (cd scripts/js && npm ci --no-audit --no-fund)
 fi
 
+# The demo test runs the example programs themselves: `cargo test` builds examples only as
+# test harnesses, so build the runnable ones first.
+step "cargo build --bins --examples"
+cargo build --bins --examples
+
 step "cargo test --all-targets, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c 'cargo test --all-targets --no-fail-fast && cargo test --doc'
 
