@@ -12,12 +12,16 @@
 //!   and error the binary sends validates against its schema (`assert_valid_result`, ...).
 //! - `js_client`: scripts/js/client.mjs, the Node client example, against the binary.
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
+//! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
+//! - `auth_refresh`: refresh, commit guard, `auth_get_user` and `auth_sign_out` against it.
 
+mod auth_refresh;
 mod backend;
 mod demo;
 mod fake_backend;
 mod fake_sentry;
 mod fault_injection;
+mod gotrue;
 mod harness;
 mod hygiene;
 mod js_client;

@@ -1,0 +1,750 @@
+//! GoTrue refresh through the real binary against `gotrue::FakeGoTrue`, a fake that really
+//! rotates refresh tokens and is also the product backend: single-flight under load, the
+//! commit guard (sign-out / newer sign-in while a refresh is in flight), fatal and transient
+//! `/token` failures, the gate's 401 retry, reuse refused, `auth_get_user`, `auth_sign_out`
+//! scopes, and rotation persisted in a real Secret Service across restarts (including the
+//! ticker's first tick at start). Tests wait on events (responses, notifications, the fake's
+//! held request), never on sleeps.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::gotrue::{FakeGoTrue, unix_now};
+use crate::harness::{Sidecar, TIMEOUT};
+
+const API_KEY: &str = "anon-key-for-the-auth-refresh-tests";
+
+fn spawn(fake: &FakeGoTrue, extra: &[(&str, &str)]) -> Sidecar {
+    let (base, auth) = (fake.base_url(), fake.auth_url());
+    let mut env = vec![
+        ("CORE_SIDECAR_BACKEND_URL", base.as_str()),
+        ("CORE_SIDECAR_AUTH_URL", auth.as_str()),
+        ("CORE_SIDECAR_AUTH_API_KEY", API_KEY),
+        // The secret check at the end covers trace-level logs of the refresh paths.
+        ("RUST_LOG", "trace"),
+    ];
+    env.extend_from_slice(extra);
+    let mut sidecar = Sidecar::spawn(&env);
+    for token in fake.tokens() {
+        sidecar.secret(&token);
+    }
+    sidecar
+}
+
+/// Stores a session for `user_id`; returns the state.
+async fn store(
+    sidecar: &mut Sidecar,
+    access: &str,
+    refresh: &str,
+    expires_at: i64,
+    user_id: &str,
+) -> Value {
+    let stored = sidecar
+        .request(
+            "auth_store_session",
+            json!({"access_token": access, "refresh_token": refresh, "expires_at": expires_at,
+                   "token_type": "bearer", "user": {"id": user_id}}),
+        )
+        .await;
+    assert_eq!(stored["result"]["isAuthenticated"], true, "{stored}");
+    assert_eq!(stored["result"]["userId"], user_id, "{stored}");
+    stored["result"].clone()
+}
+
+/// Once a ping sent now is answered, every notification written before it has been read.
+async fn settle(sidecar: &mut Sidecar) {
+    let pong = sidecar.request("core_ping", Value::Null).await;
+    assert_eq!(pong["result"]["pong"], true, "{pong}");
+}
+
+/// `(event, reason)` of every `auth_state_changed` seen so far.
+fn events(sidecar: &Sidecar) -> Vec<(String, Value)> {
+    sidecar
+        .notifications()
+        .iter()
+        .filter(|n| n["method"] == "auth_state_changed")
+        .map(|n| {
+            (
+                n["params"]["event"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                n["params"]["reason"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn count(sidecar: &Sidecar, event: &str) -> usize {
+    events(sidecar).iter().filter(|(e, _)| e == event).count()
+}
+
+fn signed_out_reasons(sidecar: &Sidecar) -> Vec<Value> {
+    events(sidecar)
+        .into_iter()
+        .filter(|(e, _)| e == "SIGNED_OUT")
+        .map(|(_, r)| r)
+        .collect()
+}
+
+async fn is_authenticated(sidecar: &mut Sidecar) -> Value {
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    state["result"]["isAuthenticated"].clone()
+}
+
+/// Registers every token the fake made as a secret, stops the sidecar (exit 0) and checks
+/// that none of them reached stdout or stderr.
+async fn stop(mut sidecar: Sidecar, fake: &FakeGoTrue) {
+    for token in fake.tokens() {
+        sidecar.secret(&token);
+    }
+    sidecar.close_stdin();
+    let status = sidecar.wait_exit(TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", sidecar.stderr());
+    sidecar.assert_no_secrets();
+}
+
+fn assert_auth_expired(response: &Value, reason: &str) {
+    assert_eq!(response["error"]["code"], -32001, "{response}");
+    assert_eq!(
+        response["error"]["data"]["kind"], "auth_expired",
+        "{response}"
+    );
+    assert_eq!(response["error"]["data"]["reason"], reason, "{response}");
+}
+
+// 1.
+#[tokio::test]
+async fn fifty_concurrent_calls_on_an_expired_token_make_one_token_request() {
+    let fake = FakeGoTrue::start().await;
+    // The old access token is also refused by the backend: a call made with it would show.
+    let (access, refresh) = fake.seed_session_for("u-fifty", false);
+    let mut sidecar = spawn(&fake, &[]);
+    store(&mut sidecar, &access, &refresh, unix_now() - 10, "u-fifty").await;
+
+    for id in 0..50 {
+        sidecar
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "user_get_profile"}))
+            .await;
+    }
+    for id in 0..50 {
+        let response = sidecar.recv_response(&json!(id)).await;
+        assert_eq!(response["result"]["id"], "u-fifty", "{response}");
+    }
+    assert_eq!(fake.token_calls(), 1, "one POST /token for all 50 calls");
+    assert_eq!(fake.presented(), [refresh]);
+    assert_eq!(fake.last_apikey().as_deref(), Some(API_KEY));
+    let seen = fake.backend_tokens();
+    assert_eq!(seen.len(), 50, "no call needed a retry");
+    assert!(
+        seen.iter().all(|t| *t == seen[0] && *t != access),
+        "every call used the one refreshed token, none the expired one"
+    );
+    settle(&mut sidecar).await;
+    assert_eq!(
+        count(&sidecar, "TOKEN_REFRESHED"),
+        1,
+        "{:?}",
+        events(&sidecar)
+    );
+    assert!(signed_out_reasons(&sidecar).is_empty());
+    stop(sidecar, &fake).await;
+}
+
+// 2.
+#[tokio::test]
+async fn a_sign_out_during_a_refresh_wins() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-leaving", true);
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-leaving",
+    )
+    .await;
+
+    fake.hold_token();
+    sidecar
+        .send(json!({"jsonrpc": "2.0", "id": "refresh", "method": "auth_refresh_session"}))
+        .await;
+    fake.wait_token_request().await;
+    let out = sidecar.request("auth_sign_out", Value::Null).await;
+    assert_eq!(out["result"]["removed"], true, "{out}");
+    fake.release_token();
+
+    let refreshed = sidecar.recv_response(&json!("refresh")).await;
+    assert_ne!(
+        refreshed["result"]["isAuthenticated"], true,
+        "a refresh finishing after the sign-out must not sign back in: {refreshed}"
+    );
+    if refreshed.get("error").is_some() {
+        assert_eq!(refreshed["error"]["code"], -32001, "{refreshed}");
+    }
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_auth_expired(&profile, "no_session");
+    settle(&mut sidecar).await;
+    assert_eq!(
+        count(&sidecar, "TOKEN_REFRESHED"),
+        0,
+        "{:?}",
+        events(&sidecar)
+    );
+    assert_eq!(signed_out_reasons(&sidecar), [json!("signed_out")]);
+    assert_eq!(fake.token_calls(), 1);
+    stop(sidecar, &fake).await;
+}
+
+// 3.
+#[tokio::test]
+async fn a_session_stored_during_a_refresh_wins() {
+    let fake = FakeGoTrue::start().await;
+    let (old_access, old_refresh) = fake.seed_session_for("u-old", true);
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &old_access,
+        &old_refresh,
+        unix_now() + 3600,
+        "u-old",
+    )
+    .await;
+
+    fake.hold_token();
+    sidecar
+        .send(json!({"jsonrpc": "2.0", "id": "refresh", "method": "auth_refresh_session"}))
+        .await;
+    fake.wait_token_request().await;
+    let (new_access, new_refresh) = fake.seed_session_for("u-new", true);
+    sidecar.secret(&new_access).secret(&new_refresh);
+    store(
+        &mut sidecar,
+        &new_access,
+        &new_refresh,
+        unix_now() + 3600,
+        "u-new",
+    )
+    .await;
+    fake.release_token();
+
+    let refreshed = sidecar.recv_response(&json!("refresh")).await;
+    if refreshed.get("result").is_some() {
+        assert_eq!(refreshed["result"]["userId"], "u-new", "{refreshed}");
+    }
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(state["result"]["userId"], "u-new", "{state}");
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_eq!(profile["result"]["id"], "u-new", "{profile}");
+    assert_eq!(
+        fake.backend_tokens().last(),
+        Some(&new_access),
+        "the gated call used the newer session's token"
+    );
+    assert_eq!(fake.token_calls(), 1, "the newer session was not refreshed");
+    settle(&mut sidecar).await;
+    assert_eq!(
+        count(&sidecar, "TOKEN_REFRESHED"),
+        0,
+        "{:?}",
+        events(&sidecar)
+    );
+    assert!(
+        signed_out_reasons(&sidecar).is_empty(),
+        "{:?}",
+        events(&sidecar)
+    );
+    stop(sidecar, &fake).await;
+}
+
+// 4.
+#[tokio::test]
+async fn an_unknown_refresh_token_signs_out_once_and_is_not_sent_again() {
+    let fake = FakeGoTrue::start().await;
+    let (access, _) = fake.seed_session_for("u-unknown", true);
+    let unknown = fake.unknown_token();
+    let mut sidecar = spawn(&fake, &[]);
+    // 120 s left: outside the ticker's 90 s, so only the call below refreshes and its
+    // answer is deterministic (a ticker refresh that finished first would make it
+    // `no_session`). Near expiry through the gate or the ticker: the two tests below.
+    store(
+        &mut sidecar,
+        &access,
+        &unknown,
+        unix_now() + 120,
+        "u-unknown",
+    )
+    .await;
+
+    let refreshed = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_auth_expired(&refreshed, "refresh_rejected");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    settle(&mut sidecar).await;
+    assert_eq!(signed_out_reasons(&sidecar), [json!("refresh_failed")]);
+
+    let again = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_auth_expired(&again, "no_session");
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_auth_expired(&profile, "no_session");
+    assert_eq!(fake.token_calls(), 1);
+    settle(&mut sidecar).await;
+    assert_eq!(
+        signed_out_reasons(&sidecar).len(),
+        1,
+        "{:?}",
+        events(&sidecar)
+    );
+    stop(sidecar, &fake).await;
+}
+
+// 4b. The gate's own refresh near expiry (or the ticker's, whichever comes first), under
+// concurrency, with a rejected token.
+#[tokio::test]
+async fn gated_calls_near_expiry_with_a_rejected_token_sign_out_once() {
+    let fake = FakeGoTrue::start().await;
+    let (access, _) = fake.seed_session_for("u-near", true);
+    let unknown = fake.unknown_token();
+    let mut sidecar = spawn(&fake, &[]);
+    store(&mut sidecar, &access, &unknown, unix_now() + 30, "u-near").await;
+
+    for id in 0..10 {
+        sidecar
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "composio_list_toolkits"}))
+            .await;
+    }
+    for id in 0..10 {
+        let response = sidecar.recv_response(&json!(id)).await;
+        assert_eq!(response["error"]["code"], -32001, "{response}");
+    }
+    assert_eq!(fake.token_calls(), 1, "one /token for all, never resent");
+    assert!(
+        fake.backend_tokens().is_empty(),
+        "no call reached the backend"
+    );
+    settle(&mut sidecar).await;
+    assert_eq!(signed_out_reasons(&sidecar), [json!("refresh_failed")]);
+    stop(sidecar, &fake).await;
+}
+
+// 5.
+#[tokio::test]
+async fn transient_token_failures_are_retried() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-retry", true);
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-retry",
+    )
+    .await;
+
+    fake.fail_next_token(
+        1,
+        500,
+        json!({"code": 500, "error_code": "unexpected_failure", "msg": "Unexpected failure"}),
+    );
+    fake.fail_next_token(1, 503, json!({"message": "upstream unavailable"}));
+    let refreshed = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_eq!(refreshed["result"]["isAuthenticated"], true, "{refreshed}");
+    assert_eq!(refreshed["result"]["userId"], "u-retry", "{refreshed}");
+    assert_eq!(fake.token_calls(), 3);
+    assert_eq!(
+        fake.presented(),
+        [refresh.clone(), refresh.clone(), refresh.clone()],
+        "a retry sends the same (unused) refresh token"
+    );
+
+    // A 429 is transient too.
+    fake.fail_next_token(
+        1,
+        429,
+        json!({"code": 429, "error_code": "over_request_rate_limit", "msg": "Too many requests"}),
+    );
+    let refreshed = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_eq!(refreshed["result"]["isAuthenticated"], true, "{refreshed}");
+    assert_eq!(fake.token_calls(), 5);
+
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_eq!(profile["result"]["id"], "u-retry", "{profile}");
+    assert_ne!(
+        fake.backend_tokens().last(),
+        Some(&access),
+        "rotated token in use"
+    );
+    settle(&mut sidecar).await;
+    assert_eq!(
+        count(&sidecar, "TOKEN_REFRESHED"),
+        2,
+        "{:?}",
+        events(&sidecar)
+    );
+    assert!(signed_out_reasons(&sidecar).is_empty());
+    stop(sidecar, &fake).await;
+}
+
+// 6.
+#[tokio::test]
+async fn a_backend_401_refreshes_once_and_the_retry_succeeds() {
+    let fake = FakeGoTrue::start().await;
+    let (stale, refresh) = fake.seed_session_for("u-stale", false);
+    let mut sidecar = spawn(&fake, &[]);
+    store(&mut sidecar, &stale, &refresh, unix_now() + 3600, "u-stale").await;
+
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_eq!(profile["result"]["id"], "u-stale", "{profile}");
+    assert_eq!(fake.token_calls(), 1);
+    let seen = fake.backend_tokens();
+    assert_eq!(seen.len(), 2, "one call, one retry: {}", seen.len());
+    assert_eq!(seen[0], stale);
+    assert_ne!(seen[1], stale);
+    settle(&mut sidecar).await;
+    let kinds: Vec<String> = events(&sidecar).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(kinds, ["SIGNED_IN", "TOKEN_REFRESHED"]);
+    stop(sidecar, &fake).await;
+}
+
+// 7.
+#[tokio::test]
+async fn a_reused_refresh_token_is_refused_and_signs_out_once() {
+    let fake = FakeGoTrue::start().await;
+    let (stale, old_refresh) = fake.seed_session_for("u-reuse", false);
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &stale,
+        &old_refresh,
+        unix_now() + 3600,
+        "u-reuse",
+    )
+    .await;
+    let refreshed = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_eq!(refreshed["result"]["isAuthenticated"], true, "{refreshed}");
+    assert_eq!(fake.token_calls(), 1);
+
+    // The old session again: its refresh token was used by the refresh above.
+    store(
+        &mut sidecar,
+        &stale,
+        &old_refresh,
+        unix_now() + 3600,
+        "u-reuse",
+    )
+    .await;
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_auth_expired(&profile, "refresh_rejected");
+    assert_eq!(fake.token_calls(), 2);
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+
+    let again = sidecar.request("user_get_profile", Value::Null).await;
+    assert_auth_expired(&again, "no_session");
+    assert_eq!(fake.token_calls(), 2, "the refused token is not sent again");
+    settle(&mut sidecar).await;
+    assert_eq!(signed_out_reasons(&sidecar), [json!("refresh_failed")]);
+    stop(sidecar, &fake).await;
+}
+
+// 8.
+#[tokio::test]
+async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-get", true);
+    let mut sidecar = spawn(&fake, &[]);
+    store(&mut sidecar, &access, &refresh, unix_now() + 3600, "u-get").await;
+
+    // 200: the auth server's user (with fields the stored one lacks) replaces the stored one.
+    let user = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(user["result"]["id"], "u-get", "{user}");
+    assert_eq!(user["result"]["email"], "u-get@example.com", "{user}");
+    assert_eq!(fake.user_calls(), 1);
+    assert_eq!(fake.last_apikey().as_deref(), Some(API_KEY));
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(
+        state["result"]["user"]["email"], "u-get@example.com",
+        "{state}"
+    );
+    assert_eq!(state["result"]["user"]["app_metadata"]["provider"], "email");
+
+    // 500: a backend error, the session stays.
+    fake.set_user_response(
+        500,
+        json!({"code": 500, "error_code": "unexpected_failure", "msg": "Unexpected failure"}),
+    );
+    let failed = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(failed["error"]["code"], -32003, "{failed}");
+    assert_eq!(is_authenticated(&mut sidecar).await, true);
+
+    // 403 session_not_found: auth-expired, signed out once.
+    fake.set_user_response(
+        403,
+        json!({"code": 403, "error_code": "session_not_found",
+               "msg": "Session from session_id claim in JWT does not exist"}),
+    );
+    let gone = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(gone["error"]["code"], -32001, "{gone}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    settle(&mut sidecar).await;
+    assert_eq!(signed_out_reasons(&sidecar), [json!("expired")]);
+
+    // 401: the same.
+    let (access, refresh) = fake.seed_session_for("u-get-2", true);
+    sidecar.secret(&access).secret(&refresh);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-get-2",
+    )
+    .await;
+    fake.set_user_response(
+        401,
+        json!({"code": 401, "error_code": "no_authorization", "msg": "This endpoint requires a valid Bearer token"}),
+    );
+    let gone = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(gone["error"]["code"], -32001, "{gone}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    settle(&mut sidecar).await;
+    assert_eq!(
+        signed_out_reasons(&sidecar),
+        [json!("expired"), json!("expired")]
+    );
+    assert_eq!(fake.token_calls(), 0);
+    stop(sidecar, &fake).await;
+}
+
+// 9.
+#[tokio::test]
+async fn sign_out_scopes_call_logout_and_clear_or_keep() {
+    let fake = FakeGoTrue::start().await;
+    let mut sidecar = spawn(&fake, &[]);
+    let mut bearers = Vec::new();
+
+    let (access, refresh) = fake.seed_session_for("u-scope", true);
+    sidecar.secret(&access).secret(&refresh);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-scope",
+    )
+    .await;
+    let others = sidecar
+        .request("auth_sign_out", json!({"scope": "others"}))
+        .await;
+    assert_eq!(others["result"]["removed"], false, "{others}");
+    assert_eq!(
+        is_authenticated(&mut sidecar).await,
+        true,
+        "others keeps it"
+    );
+    bearers.push(access.clone());
+    let local = sidecar
+        .request("auth_sign_out", json!({"scope": "local"}))
+        .await;
+    assert_eq!(local["result"]["removed"], true, "{local}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    bearers.push(access);
+
+    let (access, refresh) = fake.seed_session_for("u-scope", true);
+    sidecar.secret(&access).secret(&refresh);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-scope",
+    )
+    .await;
+    let global = sidecar
+        .request("auth_sign_out", json!({"scope": "global"}))
+        .await;
+    assert_eq!(global["result"]["removed"], true, "{global}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    bearers.push(access);
+
+    // A 404 (session already gone there) is ignored: still signed out here.
+    let (access, refresh) = fake.seed_session_for("u-scope", true);
+    sidecar.secret(&access).secret(&refresh);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-scope",
+    )
+    .await;
+    fake.set_logout_response(
+        404,
+        json!({"code": 404, "error_code": "session_not_found", "msg": "Session not found"}),
+    );
+    let default = sidecar.request("auth_sign_out", Value::Null).await;
+    assert_eq!(default["result"]["removed"], true, "{default}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    bearers.push(access);
+
+    assert_eq!(fake.logout_calls(), ["others", "local", "global", "local"]);
+    assert_eq!(fake.logout_bearers(), bearers, "each with its access token");
+    assert_eq!(fake.last_apikey().as_deref(), Some(API_KEY));
+    assert_eq!(fake.token_calls(), 0);
+    settle(&mut sidecar).await;
+    assert_eq!(
+        signed_out_reasons(&sidecar),
+        [
+            json!("signed_out"),
+            json!("signed_out"),
+            json!("signed_out")
+        ]
+    );
+    stop(sidecar, &fake).await;
+}
+
+// 10. Real keyring (scripts/with-keyring.sh).
+
+fn real_keyring() -> bool {
+    std::env::var_os("CORE_SIDECAR_TEST_KEYRING").is_some_and(|v| v == "1")
+}
+
+fn unique_service(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("core-sidecar-it-{name}-{}-{nanos}", std::process::id())
+}
+
+fn keyring_session(service: &str) -> Option<Value> {
+    let output = std::process::Command::new("secret-tool")
+        .args(["lookup", "service", service, "username", "default"])
+        .output()
+        .expect("secret-tool (package libsecret-tools) runs");
+    if !output.status.success() || output.stdout.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_slice(&output.stdout).expect("one JSON secret"))
+}
+
+/// The next `auth_state_changed` that is not SIGNED_IN.
+async fn next_change(sidecar: &mut Sidecar) -> Value {
+    loop {
+        let event = sidecar.recv_notification("auth_state_changed").await;
+        if event["params"]["event"] != "SIGNED_IN" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_session_survives_a_restart_in_the_secret_service() {
+    if !real_keyring() {
+        return; // runs under scripts/with-keyring.sh (scripts/test.sh, CI)
+    }
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-keyring", true);
+    let service = unique_service("rotate");
+    let env = [
+        ("CORE_SIDECAR_KEYRING", "secret-service"),
+        ("CORE_SIDECAR_KEYRING_SERVICE", service.as_str()),
+    ];
+    let mut sidecar = spawn(&fake, &env);
+    let stored = store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-keyring",
+    )
+    .await;
+    assert_eq!(stored["persistent"], true, "{stored}");
+    let refreshed = sidecar.request("auth_refresh_session", Value::Null).await;
+    assert_eq!(refreshed["result"]["isAuthenticated"], true, "{refreshed}");
+    assert_eq!(
+        next_change(&mut sidecar).await["params"]["event"],
+        "TOKEN_REFRESHED"
+    );
+    stop(sidecar, &fake).await;
+    assert_eq!(fake.token_calls(), 1);
+
+    let secret = keyring_session(&service).expect("the session is in the Secret Service");
+    let rotated = secret["refresh_token"].as_str().expect("a refresh token");
+    assert_ne!(rotated, refresh, "the old refresh token is gone");
+    assert!(rotated.starts_with("refresh-"), "the one the fake issued");
+    assert_ne!(secret["access_token"], access);
+
+    let mut sidecar = spawn(&fake, &env);
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_eq!(profile["result"]["id"], "u-keyring", "{profile}");
+    assert_eq!(
+        fake.backend_tokens().last().map(String::as_str),
+        secret["access_token"].as_str()
+    );
+    assert_eq!(fake.token_calls(), 1, "no refresh after the restart");
+    sidecar.request("auth_clear_session", Value::Null).await;
+    stop(sidecar, &fake).await;
+    assert_eq!(keyring_session(&service), None);
+}
+
+/// The ticker's first tick runs at start, once the stored session is loaded: a session
+/// persisted with 80 s left (inside the ticker's 90 s, outside the gate's 60 s) is refreshed
+/// after a restart without any call; one persisted with an unknown refresh token is signed
+/// out the same way.
+#[tokio::test]
+async fn the_first_tick_at_start_refreshes_or_signs_out_a_loaded_session() {
+    if !real_keyring() {
+        return;
+    }
+    let fake = FakeGoTrue::start().await;
+    let service = unique_service("tick");
+    let env = [
+        ("CORE_SIDECAR_KEYRING", "secret-service"),
+        ("CORE_SIDECAR_KEYRING_SERVICE", service.as_str()),
+    ];
+
+    let (access, refresh) = fake.seed_session_for("u-tick", true);
+    let mut sidecar = spawn(&fake, &env);
+    store(&mut sidecar, &access, &refresh, unix_now() + 80, "u-tick").await;
+    stop(sidecar, &fake).await;
+    assert_eq!(fake.token_calls(), 0);
+
+    let mut sidecar = spawn(&fake, &env);
+    let event = next_change(&mut sidecar).await;
+    assert_eq!(event["params"]["event"], "TOKEN_REFRESHED", "{event}");
+    assert_eq!(event["params"]["state"]["userId"], "u-tick", "{event}");
+    assert_eq!(fake.token_calls(), 1);
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert!(
+        state["result"]["expiresAt"].as_i64().unwrap_or(0) > unix_now() + 600,
+        "{state}"
+    );
+
+    let (access, _) = fake.seed_session_for("u-tick-bad", true);
+    let unknown = fake.unknown_token();
+    sidecar.secret(&access).secret(&unknown);
+    store(
+        &mut sidecar,
+        &access,
+        &unknown,
+        unix_now() + 80,
+        "u-tick-bad",
+    )
+    .await;
+    stop(sidecar, &fake).await;
+    assert_eq!(fake.token_calls(), 1);
+
+    let mut sidecar = spawn(&fake, &env);
+    let event = next_change(&mut sidecar).await;
+    assert_eq!(event["params"]["event"], "SIGNED_OUT", "{event}");
+    assert_eq!(event["params"]["reason"], "refresh_failed", "{event}");
+    assert_eq!(fake.token_calls(), 2);
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    settle(&mut sidecar).await;
+    assert_eq!(count(&sidecar, "SIGNED_OUT"), 0, "only the one taken above");
+    stop(sidecar, &fake).await;
+    assert_eq!(keyring_session(&service), None, "cleared from the keyring");
+}
