@@ -454,7 +454,9 @@ async fn a_reused_refresh_token_is_refused_and_signs_out_once() {
 async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
     let fake = FakeGoTrue::start().await;
     let (access, refresh) = fake.seed_session_for("u-get", true);
-    let mut sidecar = spawn(&fake, &[]);
+    let sentry = crate::fake_sentry::FakeSentry::start().await;
+    let dsn = sentry.dsn();
+    let mut sidecar = spawn(&fake, &[("SENTRY_DSN", dsn.as_str())]);
     store(&mut sidecar, &access, &refresh, unix_now() + 3600, "u-get").await;
 
     // 200: the auth server's user (with fields the stored one lacks) replaces the stored one.
@@ -516,6 +518,13 @@ async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
     );
     assert_eq!(fake.token_calls(), 0);
     stop(sidecar, &fake).await;
+    // The 500 is a real fault: reported, and without any token the fake issued.
+    let envelopes = sentry.wait_for(1, TIMEOUT).await;
+    for envelope in &envelopes {
+        for token in fake.tokens() {
+            assert!(!envelope.contains(&token), "Sentry envelope leaks a token");
+        }
+    }
 }
 
 // 9.

@@ -26,7 +26,6 @@ mod harness;
 mod hygiene;
 mod js_client;
 mod load_mixed;
-mod refresh_flow;
 mod schema;
 mod session;
 mod telemetry;
