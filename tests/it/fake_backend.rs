@@ -57,6 +57,8 @@ struct Shared {
     /// `Authorization` value the routes accept; others get 401.
     accepted: Mutex<String>,
     canned: Mutex<Option<Canned>>,
+    /// Canned answers for one path only (checked after `canned`).
+    canned_at: Mutex<Vec<(String, Canned)>>,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -87,6 +89,14 @@ impl FakeBackend {
     /// Every route answers `canned` from now on.
     pub fn set_canned(&self, canned: Canned) {
         *self.shared.canned.lock().unwrap() = Some(canned);
+    }
+
+    /// Requests to `path` (exactly, query excluded) answer `canned` from now on; the other
+    /// routes keep working.
+    pub fn set_canned_at(&self, path: &str, canned: Canned) {
+        let mut at = self.shared.canned_at.lock().unwrap();
+        at.retain(|(p, _)| p != path);
+        at.push((path.to_string(), canned));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -131,7 +141,10 @@ async fn route(
         body: String::from_utf8_lossy(&body).into_owned(),
     });
 
-    let canned = shared.canned.lock().unwrap().clone();
+    let canned = shared.canned.lock().unwrap().clone().or_else(|| {
+        let at = shared.canned_at.lock().unwrap();
+        at.iter().find(|(p, _)| *p == path).map(|(_, c)| c.clone())
+    });
     match canned {
         Some(Canned::Hang) => return std::future::pending::<Response>().await,
         Some(Canned::Reply {
