@@ -39,11 +39,18 @@ const NO_AUTH_SERVER: &str = "no auth server configured: set CORE_SIDECAR_AUTH_U
 
 type SharedRefresh = Shared<BoxFuture<'static, Result<Arc<Session>>>>;
 
+/// A refresh under way: the session it started from and its shared result.
+struct Flight {
+    tag: u64,
+    used: Arc<Session>,
+    result: SharedRefresh,
+}
+
 pub struct Refresher {
     sessions: Arc<Sessions>,
     endpoint: Option<Arc<dyn TokenEndpoint>>,
     /// The refresh in flight, tagged so only its own task clears it.
-    in_flight: Mutex<Option<(u64, SharedRefresh)>>,
+    in_flight: Mutex<Option<Flight>>,
     next_tag: Mutex<u64>,
     rejected: Mutex<Vec<Secret>>,
 }
@@ -71,43 +78,85 @@ impl Refresher {
 
     /// Refreshes `used` (single-flight) and returns the session to use now: the refreshed
     /// one, or a newer one stored meanwhile.
+    ///
+    /// `used` is what the caller read before asking. If the stored session is no longer
+    /// `used` (another caller's refresh committed, or a newer session was stored), it is
+    /// adopted as is: `used`'s refresh token may already be spent, and sending it again
+    /// would be refused (and, past GoTrue's reuse interval, revoke the whole session). If a
+    /// refresh of another session is under way, this one waits for it to end first.
     pub async fn refresh(self: &Arc<Self>, used: Arc<Session>) -> Result<Arc<Session>> {
-        let shared = {
-            let mut slot = lock(&self.in_flight);
-            match slot.as_ref() {
-                Some((_, running)) => running.clone(),
-                None => {
-                    let (tag, running) = self.start(used);
-                    *slot = Some((tag, running.clone()));
-                    running
+        self.sessions.ready().await;
+        loop {
+            let (ours, result) = {
+                let mut slot = lock(&self.in_flight);
+                // A commit happens before its flight leaves the slot, so an empty slot here
+                // means any refresh of `used` is already visible in the cache.
+                match self.sessions.cached() {
+                    None => return Err(Error::no_session()),
+                    Some(current) if !current.same_lineage(&used) => return Ok(current),
+                    Some(_) => {}
                 }
+                match slot.as_ref() {
+                    Some(flight) => (flight.used.same_lineage(&used), flight.result.clone()),
+                    None => {
+                        let flight = self.start(used.clone());
+                        let result = flight.result.clone();
+                        *slot = Some(flight);
+                        (true, result)
+                    }
+                }
+            };
+            if ours {
+                return result.await;
             }
-        };
-        shared.await
+            // A refresh of a session that is no longer stored: it will be discarded.
+            let _ = result.await;
+        }
     }
 
-    fn start(self: &Arc<Self>, used: Arc<Session>) -> (u64, SharedRefresh) {
+    /// `session`, refreshed first (single-flight) when its access token expires within
+    /// [`GATE_THRESHOLD_S`] and it can be refreshed. A refresh that fails for a passing
+    /// reason leaves `session` in use: its token is still valid for a while, or the server
+    /// will say it is not. A rejected refresh token (or a sign-out meanwhile) is an error.
+    pub async fn fresh(self: &Arc<Self>, session: Arc<Session>) -> Result<Arc<Session>> {
+        if !session.expires_within(GATE_THRESHOLD_S, unix_now()) || !self.can_refresh(&session) {
+            return Ok(session);
+        }
+        match self.refresh(session.clone()).await {
+            Ok(fresh) => Ok(fresh),
+            Err(error @ Error::AuthExpired { .. }) => Err(error),
+            Err(error) => {
+                tracing::warn!(error = %error, "refresh before the call failed; using the current token");
+                Ok(session)
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, used: Arc<Session>) -> Flight {
         let tag = {
             let mut next = lock(&self.next_tag);
             *next += 1;
             *next
         };
         let this = self.clone();
-        let task = tokio::spawn(async move {
-            let result = this.run(&used).await;
-            let mut slot = lock(&this.in_flight);
-            if slot.as_ref().is_some_and(|(t, _)| *t == tag) {
-                *slot = None;
+        let task = tokio::spawn({
+            let used = used.clone();
+            async move {
+                let result = this.run(&used).await;
+                let mut slot = lock(&this.in_flight);
+                if slot.as_ref().is_some_and(|flight| flight.tag == tag) {
+                    *slot = None;
+                }
+                result
             }
-            result
         });
-        let shared = async move {
+        let result = async move {
             task.await
                 .unwrap_or_else(|e| Err(Error::Internal(format!("the refresh task failed: {e}"))))
         }
         .boxed()
         .shared();
-        (tag, shared)
+        Flight { tag, used, result }
     }
 
     async fn run(&self, used: &Arc<Session>) -> Result<Arc<Session>> {
@@ -129,15 +178,19 @@ impl Refresher {
             Ok(issued) => issued,
             Err(error) if is_fatal(&error) => {
                 self.remember_rejected(refresh_token);
-                // A session stored since the refresh began is adopted, not cleared.
                 if self
                     .sessions
                     .end_if_current(used, SignOutReason::RefreshFailed)
                     .await
                 {
                     tracing::info!("the auth server rejected the refresh token; signed out");
+                    return Err(error);
                 }
-                return Err(error);
+                // A session stored since the refresh began is adopted, not cleared.
+                return match self.sessions.cached() {
+                    Some(current) if !current.same_lineage(used) => Ok(current),
+                    _ => Err(error),
+                };
             }
             Err(error) => return Err(error),
         };
@@ -536,6 +589,88 @@ mod tests {
         tokio::time::sleep(TICK_PERIOD + Duration::from_secs(1)).await;
         assert_eq!(f.calls().len(), 1, "80 s left: refreshed on the next tick");
         ticker.abort();
+    }
+
+    /// A caller that read the session before another caller's refresh committed must not
+    /// send the rotated (now used) refresh token again: GoTrue would refuse it, and reuse
+    /// outside its reuse interval revokes the whole session.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_caller_with_the_old_session_adopts_the_refreshed_one() {
+        let f = fixture(Script::default()).await;
+        let used = f.signed_in(10).await;
+        let first = f.refresher.refresh(used.clone()).await.unwrap();
+        assert_eq!(first.access_token.expose(), "access-token-1");
+        let late = f.refresher.refresh(used).await.unwrap();
+        assert_eq!(late.access_token.expose(), "access-token-1");
+        assert_eq!(
+            f.calls().len(),
+            1,
+            "the used refresh token is not sent again"
+        );
+        assert_eq!(f.events(), ["SIGNED_IN", "TOKEN_REFRESHED"]);
+    }
+
+    /// A caller with a session stored during another session's refresh does not take that
+    /// refresh's result for its own: its session is refreshed in turn.
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_session_is_refreshed_after_the_old_refresh_ends() {
+        let (f, old) = refresh_in_flight().await;
+        let newer = Session {
+            refresh_token: Secret::new("newer-refresh-token"),
+            ..session("newer-access-token", 10)
+        };
+        f.sessions.sign_in(newer).await.unwrap();
+        let newer = f.sessions.current().await.unwrap();
+        let fresh = f.refresher.refresh(newer).await.unwrap();
+        assert_eq!(fresh.access_token.expose(), "access-token-2");
+        let old = old.await.unwrap().unwrap();
+        assert_ne!(
+            old.access_token.expose(),
+            "access-token-1",
+            "old result discarded"
+        );
+        assert_eq!(f.calls().len(), 2);
+        assert_eq!(
+            f.sessions.current().await.unwrap().access_token.expose(),
+            "access-token-2"
+        );
+        assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_IN", "TOKEN_REFRESHED"]);
+    }
+
+    /// A fatal rejection after a newer session was stored adopts the newer session.
+    #[tokio::test(start_paused = true)]
+    async fn a_fatal_rejection_after_a_newer_sign_in_adopts_it() {
+        let f = fixture(Script {
+            answers: Mutex::new(VecDeque::from([Err(fatal())])),
+            latency: Duration::from_secs(1),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let refresh = tokio::spawn({
+            let refresher = f.refresher.clone();
+            async move { refresher.refresh(used).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        f.sessions
+            .sign_in(session("newer-access-token", 3600))
+            .await
+            .unwrap();
+        let now = refresh.await.unwrap().unwrap();
+        assert_eq!(now.access_token.expose(), "newer-access-token");
+        assert!(f.sessions.current().await.is_some());
+        assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_IN"]);
+    }
+
+    /// A refresh after a sign-out finds no session: `no_session`, and nothing is sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_after_sign_out_sends_nothing() {
+        let f = fixture(Script::default()).await;
+        let used = f.signed_in(10).await;
+        f.sessions.sign_out(SignOutReason::SignedOut).await.unwrap();
+        let error = f.refresher.refresh(used).await.unwrap_err();
+        assert_eq!(error.data()["reason"], "no_session");
+        assert!(f.calls().is_empty());
     }
 
     #[test]
