@@ -65,7 +65,7 @@ pub fn methods(app: App) -> RpcModule<App> {
         |app, _: NoParams| async move { auth::refresh_session(&app.sessions, &app.refresher).await },
     );
     public(&mut m, "auth_get_user", |app, _: NoParams| async move {
-        auth::get_user(&app.sessions, app.auth.as_ref()).await
+        auth::get_user(&app.sessions, app.auth.as_ref(), &app.refresher).await
     });
 
     gated(&mut m, "composio_list_toolkits", composio::list_toolkits);

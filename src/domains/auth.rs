@@ -114,11 +114,19 @@ pub async fn refresh_session(sessions: &Sessions, refresher: &Arc<Refresher>) ->
 
 /// `auth_get_user`: the user as the auth server sees it now. A session it no longer knows
 /// is ended (if it is still the stored one); other failures leave the session alone.
-pub async fn get_user(sessions: &Sessions, auth: Option<&AuthServer>) -> Result<Value> {
+///
+/// As supabase-js `getUser`, an access token about to expire is refreshed first: an expired
+/// one would be refused by `/user` and taken for a session the server no longer knows.
+pub async fn get_user(
+    sessions: &Sessions,
+    auth: Option<&AuthServer>,
+    refresher: &Arc<Refresher>,
+) -> Result<Value> {
     let auth = auth.ok_or_else(|| {
         Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
     })?;
     let session = sessions.current().await.ok_or_else(Error::no_session)?;
+    let session = refresher.fresh(session).await?;
     match auth.user(session.access_token.expose()).await {
         Ok(user) => {
             sessions

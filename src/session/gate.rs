@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendClient, NO_BACKEND_MESSAGE};
 use crate::error::{AuthExpiredReason, Error, Result};
-use crate::session::model::unix_now;
-use crate::session::refresh::{GATE_THRESHOLD_S, Refresher};
+use crate::session::refresh::Refresher;
 use crate::session::{Session, Sessions, SignOutReason};
 
 #[derive(Clone)]
@@ -62,27 +61,14 @@ impl Gate {
         Err(error)
     }
 
-    /// The cached session, refreshed first when it is about to expire. A refresh that fails
-    /// for a passing reason leaves the current token in use: it is still valid for a while.
+    /// The cached session, refreshed first when it is about to expire.
     async fn fresh_session(&self) -> Result<Arc<Session>> {
         let session = self
             .sessions
             .current()
             .await
             .ok_or_else(Error::no_session)?;
-        if !session.expires_within(GATE_THRESHOLD_S, unix_now())
-            || !self.refresher.can_refresh(&session)
-        {
-            return Ok(session);
-        }
-        match self.refresher.refresh(session.clone()).await {
-            Ok(fresh) => Ok(fresh),
-            Err(error @ Error::AuthExpired { .. }) => Err(error),
-            Err(error) => {
-                tracing::warn!(error = %error, "refresh before the call failed; using the current token");
-                Ok(session)
-            }
-        }
+        self.refresher.fresh(session).await
     }
 
     fn client(&self, session: &Session) -> BackendClient {

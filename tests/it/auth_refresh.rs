@@ -527,6 +527,30 @@ async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
     }
 }
 
+/// As supabase-js `getUser`: an access token that has expired (the machine slept through the
+/// ticker) is refreshed first, not sent to `/user` and taken for a session the server forgot.
+#[tokio::test]
+async fn auth_get_user_refreshes_an_expired_token_first() {
+    let fake = FakeGoTrue::start().await;
+    let (stale, refresh) = fake.seed_session_for("u-slept", false);
+    let mut sidecar = spawn(&fake, &[]);
+    store(&mut sidecar, &stale, &refresh, unix_now() - 10, "u-slept").await;
+
+    let user = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(user["result"]["id"], "u-slept", "{user}");
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(
+        fake.user_calls(),
+        1,
+        "only the refreshed token went to /user"
+    );
+    assert_eq!(is_authenticated(&mut sidecar).await, true);
+    settle(&mut sidecar).await;
+    let kinds: Vec<String> = events(&sidecar).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(kinds, ["SIGNED_IN", "TOKEN_REFRESHED"]);
+    stop(sidecar, &fake).await;
+}
+
 // 9.
 #[tokio::test]
 async fn sign_out_scopes_call_logout_and_clear_or_keep() {
