@@ -20,9 +20,10 @@
 //! bench_client --floor PATH --sidecar PATH [--node-script PATH] [--node-bin node]
 //!              [--latency-n 20000] [--warmup 2000] [--throughput-n 200000]
 //!              [--inflight 64] [--rounds 3] [--spawns 20] [--timeout-secs 600]
-//!              [--server-stderr] [--strict]
+//!              [--server-stderr] [--strict] [--json]
 //! ```
-//! `--strict` exits 1 when the sidecar misses a target. Every response is checked
+//! `--strict` exits 1 when the sidecar misses a target. `--json` adds one last line with every
+//! figure as a flat JSON object (read by `scripts/bench.sh`). Every response is checked
 //! (`"pong":true` and, for latency, the id), so a broken server fails loudly instead of
 //! looking fast.
 
@@ -75,13 +76,14 @@ struct Opts {
     timeout: Duration,
     server_stderr: bool,
     strict: bool,
+    json: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench_client --floor PATH --sidecar PATH [--node-script PATH] [--node-bin node] \
          [--latency-n N] [--warmup N] [--throughput-n N] [--inflight N] [--rounds N] \
-         [--spawns N] [--timeout-secs N] [--server-stderr] [--strict]"
+         [--spawns N] [--timeout-secs N] [--server-stderr] [--strict] [--json]"
     );
     std::process::exit(2)
 }
@@ -114,6 +116,7 @@ fn parse_opts() -> Opts {
         timeout: Duration::from_secs(600),
         server_stderr: false,
         strict: false,
+        json: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -133,6 +136,7 @@ fn parse_opts() -> Opts {
             "--timeout-secs" => o.timeout = Duration::from_secs(num(value())),
             "--server-stderr" => o.server_stderr = true,
             "--strict" => o.strict = true,
+            "--json" => o.json = true,
             _ => usage(),
         }
     }
@@ -593,6 +597,32 @@ fn main() {
             "targets missed"
         }
     );
+    if o.json {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let mut figures = serde_json::json!({
+            "bench": "transport",
+            "affinity": affinity(),
+            "latency_n": o.latency_n,
+            "floor_p50_us": us(lat[f].p50), "floor_p99_us": us(lat[f].p99),
+            "sidecar_p50_us": us(lat[sc].p50), "sidecar_p99_us": us(lat[sc].p99),
+            "p50_ratio": p50_ratio, "p99_ratio": p99_ratio,
+            "inflight": o.inflight,
+            "floor_rps": rate[f], "sidecar_rps": rate[sc],
+            "sidecar_first_response_ms": spawn[sc].median.as_secs_f64() * 1e3,
+            "sidecar_first_response_max_ms": spawn[sc].max.as_secs_f64() * 1e3,
+            "sidecar_idle_rss_kb": spawn[sc].rss_kb,
+            "floor_idle_rss_kb": spawn[f].rss_kb,
+            "all_targets_met": all_ok,
+        });
+        if let Some(n) = node {
+            figures["node_p50_us"] = us(lat[n].p50).into();
+            figures["node_p99_us"] = us(lat[n].p99).into();
+            figures["node_rps"] = rate[n].into();
+            figures["sidecar_vs_node_rps"] = (rate[sc] / rate[n]).into();
+            figures["node_idle_rss_kb"] = spawn[n].rss_kb.into();
+        }
+        let _ = writeln!(w, "{figures}");
+    }
     let mut stdout = io::stdout().lock();
     let _ = stdout.write_all(t.as_bytes());
     let _ = stdout.flush();

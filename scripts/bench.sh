@@ -1,76 +1,104 @@
 #!/usr/bin/env bash
-# One command for every performance figure of the project. Builds in release mode, runs:
-#   - the transport benchmark (scripts/bench-transport.sh: core_ping p50/p99 next to a
-#     line-echo floor, pipelined throughput next to a Node JSON-RPC server, spawn to first
-#     response, idle RSS), pinned to CPU 0;
-#   - the session-gate overhead (cargo bench --bench gate);
-#   - a backend round trip (composio_list_connections) through the sidecar next to the same
-#     HTTP call made directly with reqwest (examples/bench_backend.rs), unpinned and pinned;
-# then prints one summary table (markdown) with the targets.
+# Every performance figure of the project, from one command, as one markdown table.
 #
-# usage: scripts/bench.sh [--quick]
+# Builds in release mode once, then runs:
+#   1. the transport benchmark (scripts/bench-transport.sh -> examples/bench_client.rs):
+#      core_ping p50/p99 next to a line-echo floor (examples/echo_floor.rs), pipelined
+#      throughput next to the floor and a Node JSON-RPC server (when node/npm exist), spawn
+#      to first response, idle RSS; every process pinned to CPU 0;
+#   2. the session-gate overhead (cargo bench --bench gate);
+#   3. the backend round trip (examples/bench_backend.rs): composio_list_connections through
+#      the sidecar next to the same GET made directly with reqwest, against a local backend
+#      process; once unpinned, once pinned to CPU 0; RSS of the sidecar after the run.
+# The detailed reports go to stderr as they come; the summary table goes to stdout.
+#
+# usage: scripts/bench.sh [--quick] [--no-node]
+#   --quick    a smoke run (a minute or so, figures are rough)
+#   --no-node  skip the Node reference server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=()
-backend_n=(--n 5000 --warmup 500)
-if [ "${1:-}" = "--quick" ]; then
-  quick=(--quick)
-  backend_n=(--n 300 --warmup 50)
-fi
+quick=0
+transport=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1; transport+=(--quick) ;;
+    --no-node) transport+=(--no-node) ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "unknown flag: $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+backend_args=(--n 5000 --warmup 500 --profile-n 2000)
+[ "$quick" = 1 ] && backend_args=(--quick)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
+log() { printf '\n== bench: %s\n' "$*" >&2; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-log "building (release)..."
-cargo build --release --quiet --bin core-sidecar --example echo_floor --example bench_client --example bench_backend
+log "building (release)"
+cargo build --release --quiet --bin core-sidecar \
+  --example echo_floor --example bench_client --example bench_backend
+cargo bench --quiet --no-run --bench gate 2>/dev/null
 target="${CARGO_TARGET_DIR:-target}/release"
 
-log "transport (pinned to CPU 0)..."
-scripts/bench-transport.sh "${quick[@]}" | tee "$out/transport.txt" >&2
+pin=()
+if command -v taskset >/dev/null; then
+  pin=(taskset -c 0)
+else
+  echo "warning: taskset not found; the 'pinned' figures run unpinned" >&2
+fi
 
-log "session gate overhead..."
+log "transport, pinned to CPU 0 (scripts/bench-transport.sh)"
+scripts/bench-transport.sh "${transport[@]}" -- --json | tee "$out/transport.txt" >&2
+
+log "session gate overhead (cargo bench --bench gate)"
 cargo bench --quiet --bench gate 2>/dev/null | tee "$out/gate.txt" >&2
 
-log "backend round trip, unpinned..."
-"$target/examples/bench_backend" --sidecar "$target/core-sidecar" "${backend_n[@]}" | tee "$out/backend.txt" >&2
-pinned=()
-command -v taskset >/dev/null && pinned=(taskset -c 0)
-log "backend round trip, pinned to CPU 0..."
-"${pinned[@]}" "$target/examples/bench_backend" --sidecar "$target/core-sidecar" "${backend_n[@]}" | tee "$out/backend-pinned.txt" >&2
+log "backend round trip, unpinned (examples/bench_backend.rs)"
+"$target/examples/bench_backend" --sidecar "$target/core-sidecar" "${backend_args[@]}" --json \
+  | tee "$out/backend.txt" >&2
+log "backend round trip, pinned to CPU 0"
+"${pin[@]}" "$target/examples/bench_backend" --sidecar "$target/core-sidecar" "${backend_args[@]}" --json \
+  | tee "$out/backend-pinned.txt" >&2
 
-# Pull the figures out of the reports.
-field() { awk -v k="$2" '{for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) print substr($i, length(k) + 2)}' "$1"; }
-row() { awk -v name="$2" '$1 == name {print $'"$3"'}' "$1" | head -1; }
-t="$out/transport.txt"
-floor_p50=$(row "$t" floor 2); floor_p99=$(row "$t" floor 4)
-side_p50=$(row "$t" sidecar 2); side_p99=$(row "$t" sidecar 4)
-ratio_p50=$(grep -o 'sidecar/floor p50 [0-9.]*x' "$t" | awk '{print $3}')
-ratio_p99=$(grep -o 'sidecar/floor p99 [0-9.]*x' "$t" | awk '{print $3}')
-thr_floor=$(awk '$1 == "floor" && $3 == "req/s" {print $2}' "$t")
-thr_side=$(awk '$1 == "sidecar" && $3 == "req/s" {print $2}' "$t")
-thr_node=$(awk '$1 == "node" && $3 == "req/s" {print $2}' "$t")
-ratio_node=$(grep -o 'sidecar/node *[0-9.]*x' "$t" | awk '{print $2}')
-first=$(grep -o 'sidecar first response [0-9.]* ms' "$t" | awk '{print $4}')
-idle=$(grep -o 'sidecar idle RSS [0-9.]* MB' "$t" | awk '{print $4}')
-gate=$(grep 'gate overhead' "$out/gate.txt" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
-b="$out/backend.txt"; bp="$out/backend-pinned.txt"
-loaded=$(field "$b" loaded_rss_kb)
+# A numeric field of the flat JSON line a report ends with, printed with `fmt`.
+get() {
+  local v
+  v=$(grep -o "\"$2\":[-0-9.eE+]*" "$1" | tail -n1 | cut -d: -f2)
+  if [ -z "$v" ]; then echo "n/a"; else awk -v v="$v" -v f="${3:-%.1f}" 'BEGIN {printf f, v}'; fi
+}
+verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+  if (v == "n/a") { print "n/a"; exit }
+  ok = (op == "<=") ? (v + 0 <= t) : (op == "<") ? (v + 0 < t) : (v + 0 >= t)
+  print ok ? "met" : "missed" }'; }
 
+t="$out/transport.txt"; b="$out/backend.txt"; bp="$out/backend-pinned.txt"
+p50r=$(get "$t" p50_ratio %.2f); p99r=$(get "$t" p99_ratio %.2f)
+noder=$(get "$t" sidecar_vs_node_rps %.2f)
+gate=$(awk -F'|' '/gate overhead/ {gsub(/ /, "", $3); print $3}' "$out/gate.txt")
+first=$(get "$t" sidecar_first_response_ms %.2f)
+idle=$(awk -v kb="$(get "$t" sidecar_idle_rss_kb %d)" 'BEGIN {printf "%.1f", kb / 1024}')
+loaded=$(awk -v kb="$(get "$b" loaded_rss_kb %d)" 'BEGIN {printf "%.1f", kb / 1024}')
+gate_us=$(awk -v ns="${gate:-n/a}" 'BEGIN {if (ns == "n/a") print "n/a"; else printf "%.3f", ns / 1000}')
+rt() { # backend row: file
+  echo "$(get "$1" sidecar_p50_us) us (p99 $(get "$1" sidecar_p99_us)) vs direct $(get "$1" direct_p50_us) us: **$(get "$1" ratio_p50 %.2f)x** ($(verdict "$(get "$1" ratio_p50 %.3f)" '<=' 1.2)); vs direct on a current-thread runtime $(get "$1" direct_current_p50_us) us: $(get "$1" ratio_current_p50 %.2f)x ($(verdict "$(get "$1" ratio_current_p50 %.3f)" '<=' 1.2)); core_ping $(get "$1" ping_p50_us) us"
+}
+
+cpu=$( (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p' | head -n1)
+mode="full run"; [ "$quick" = 1 ] && mode="quick run: rough figures"
 cat <<TABLE
 
-core-sidecar benchmarks, $(date -u +%Y-%m-%d), $(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) cores${quick:+ (quick run)}
+core-sidecar benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), ${cpu:-unknown CPU}, $(nproc) CPU(s), $(uname -sr) (\`scripts/bench.sh\`, $mode)
 
-| figure | measured | target |
-|---|---|---|
-| core_ping round trip p50 (pinned) | ${side_p50} us, ${ratio_p50} the echo floor (${floor_p50} us) | <= 1.5x floor |
-| core_ping round trip p99 (pinned) | ${side_p99} us, ${ratio_p99} the echo floor (${floor_p99} us) | <= 3x floor |
-| pipelined throughput, 64 in flight (pinned) | ${thr_side} req/s (floor ${thr_floor}, Node json-rpc-2.0 ${thr_node:-n/a}) | >= 1.5x Node: ${ratio_node:-n/a} |
-| session gate overhead, cached session | ${gate} ns per call | < 2 us |
-| composio_list_connections round trip, unpinned | $(field "$b" backend_p50_us) us vs direct reqwest $(field "$b" direct_p50_us) us: $(field "$b" backend_ratio)x | <= 1.2x |
-| the same, pinned to one core | $(field "$bp" backend_p50_us) us vs $(field "$bp" direct_p50_us) us: $(field "$bp" backend_ratio)x | (see README) |
-| spawn to first response | ${first} ms | <= 20 ms |
-| idle RSS | ${idle} MB | < 15 MB |
-| RSS after the backend run | $(awk -v kb="$loaded" 'BEGIN {printf "%.1f", kb / 1024}') MB | |
+| figure | measured | target | |
+|---|---|---|---|
+| core_ping round trip p50, pinned | $(get "$t" sidecar_p50_us) us; echo floor $(get "$t" floor_p50_us) us: **${p50r}x** | <= 1.5x floor | $(verdict "$p50r" '<=' 1.5) |
+| core_ping round trip p99, pinned | $(get "$t" sidecar_p99_us) us; echo floor $(get "$t" floor_p99_us) us: **${p99r}x** | <= 3x floor | $(verdict "$p99r" '<=' 3) |
+| pipelined throughput, $(get "$t" inflight %d) in flight, pinned | $(get "$t" sidecar_rps %.0f) req/s; floor $(get "$t" floor_rps %.0f), Node json-rpc-2.0 $(get "$t" node_rps %.0f): **${noder}x Node** | >= 1.5x Node | $(verdict "$noder" '>=' 1.5) |
+| session gate overhead (cached session) | ${gate:-n/a} ns per call | < 2 us | $(verdict "$gate_us" '<' 2) |
+| backend round trip p50 (composio_list_connections), unpinned | $(rt "$b") | <= 1.2x direct reqwest | see the two ratios |
+| the same, pinned | $(rt "$bp") | <= 1.2x direct reqwest | see the two ratios |
+| spawn to first response (median) | ${first} ms | <= 20 ms | $(verdict "$first" '<=' 20) |
+| idle RSS (after one ping) | ${idle} MB | < 15 MB | $(verdict "$idle" '<' 15) |
+| loaded RSS (after the backend run, unpinned) | ${loaded} MB | | |
 TABLE

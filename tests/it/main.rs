@@ -17,9 +17,11 @@
 //! - `faults`: injected faults (hanging, cut-off and oversized backend answers, a hanging or
 //!   refusing keyring, closed stdout, stdin EOF and SIGTERM with requests in flight).
 //! - `load`: 10,000 mixed requests with 256 in flight; none lost, memory back near idle.
+//! - `bench_smoke`: the benchmark programs behind scripts/bench.sh, in their quick modes.
 
 mod auth_refresh;
 mod backend;
+mod bench_smoke;
 mod demo;
 mod fake_backend;
 mod fake_sentry;
