@@ -6,12 +6,10 @@
 //! ticker's first tick at start). Tests wait on events (responses, notifications, the fake's
 //! held request), never on sleeps.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 
 use crate::gotrue::{FakeGoTrue, unix_now};
-use crate::harness::{Sidecar, TIMEOUT};
+use crate::harness::{Sidecar, TIMEOUT, real_keyring, secret_tool_json, unique_service};
 
 const API_KEY: &str = "anon-key-for-the-auth-refresh-tests";
 
@@ -640,29 +638,6 @@ async fn sign_out_scopes_call_logout_and_clear_or_keep() {
 
 // 10. Real keyring (scripts/with-keyring.sh).
 
-fn real_keyring() -> bool {
-    std::env::var_os("CORE_SIDECAR_TEST_KEYRING").is_some_and(|v| v == "1")
-}
-
-fn unique_service(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("core-sidecar-it-{name}-{}-{nanos}", std::process::id())
-}
-
-fn keyring_session(service: &str) -> Option<Value> {
-    let output = std::process::Command::new("secret-tool")
-        .args(["lookup", "service", service, "username", "default"])
-        .output()
-        .expect("secret-tool (package libsecret-tools) runs");
-    if !output.status.success() || output.stdout.is_empty() {
-        return None;
-    }
-    Some(serde_json::from_slice(&output.stdout).expect("one JSON secret"))
-}
-
 /// The next `auth_state_changed` that is not SIGNED_IN.
 async fn next_change(sidecar: &mut Sidecar) -> Value {
     loop {
@@ -704,7 +679,7 @@ async fn a_rotated_session_survives_a_restart_in_the_secret_service() {
     stop(sidecar, &fake).await;
     assert_eq!(fake.token_calls(), 1);
 
-    let secret = keyring_session(&service).expect("the session is in the Secret Service");
+    let secret = secret_tool_json(&service).expect("the session is in the Secret Service");
     let rotated = secret["refresh_token"].as_str().expect("a refresh token");
     assert_ne!(rotated, refresh, "the old refresh token is gone");
     assert!(rotated.starts_with("refresh-"), "the one the fake issued");
@@ -720,7 +695,7 @@ async fn a_rotated_session_survives_a_restart_in_the_secret_service() {
     assert_eq!(fake.token_calls(), 1, "no refresh after the restart");
     sidecar.request("auth_clear_session", Value::Null).await;
     stop(sidecar, &fake).await;
-    assert_eq!(keyring_session(&service), None);
+    assert_eq!(secret_tool_json(&service), None);
 }
 
 /// The ticker's first tick runs at start, once the stored session is loaded: a session
@@ -779,5 +754,5 @@ async fn the_first_tick_at_start_refreshes_or_signs_out_a_loaded_session() {
     settle(&mut sidecar).await;
     assert_eq!(count(&sidecar, "SIGNED_OUT"), 0, "only the one taken above");
     stop(sidecar, &fake).await;
-    assert_eq!(keyring_session(&service), None, "cleared from the keyring");
+    assert_eq!(secret_tool_json(&service), None, "cleared from the keyring");
 }

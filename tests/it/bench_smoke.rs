@@ -5,42 +5,16 @@
 //!
 //! The examples are found next to the binary, as in `demo`: `cargo test` builds them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::harness::{BIN, clean_env};
+use crate::harness::{BIN, clean_env, example};
 
 /// Debug builds of the benchmarks, even in quick mode, take a few seconds at most.
 const BENCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A built example, checked to be newer than its source.
-fn example(name: &str) -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("the binary has a directory")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let hint = format!(
-        "run `cargo test` (it builds the examples) or `cargo build --example {name}` first"
-    );
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("example {} not found ({e}): {hint}", path.display()));
-    let written = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .expect("example source");
-    assert!(
-        built >= written,
-        "{} is older than {}: {hint}",
-        path.display(),
-        source.display()
-    );
-    path
-}
 
 async fn run(program: PathBuf, args: &[&str]) -> (String, Value) {
     let mut cmd = Command::new(&program);

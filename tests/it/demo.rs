@@ -8,39 +8,13 @@
 //! stale example fails with a message saying what to build (building from inside a test
 //! would wait forever on cargo's lock).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{BIN, TIMEOUT, clean_env};
-
-/// A built example, checked to be newer than its source.
-fn example(name: &str) -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("the binary has a directory")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let hint = format!(
-        "run `cargo test` (it builds the examples) or `cargo build --example {name}` first"
-    );
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("example {} not found ({e}): {hint}", path.display()));
-    let written = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .expect("example source");
-    assert!(
-        built >= written,
-        "{} is older than {}: {hint}",
-        path.display(),
-        source.display()
-    );
-    path
-}
+use crate::harness::{BIN, TIMEOUT, clean_env, example};
 
 /// The dev backend on 127.0.0.1, any port: the child (killed on drop) and its base URL.
 async fn dev_backend() -> (Child, String) {

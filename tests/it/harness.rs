@@ -328,3 +328,58 @@ pub async fn serve_local(app: axum::Router) -> (u16, JoinHandle<()>) {
     });
     (port, server)
 }
+
+/// A built example, checked to be newer than its source.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(BIN)
+        .parent()
+        .expect("the binary has a directory")
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
+    let hint = format!(
+        "run `cargo test` (it builds the examples) or `cargo build --example {name}` first"
+    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("example {} not found ({e}): {hint}", path.display()));
+    let written = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .expect("example source");
+    assert!(
+        built >= written,
+        "{} is older than {}: {hint}",
+        path.display(),
+        source.display()
+    );
+    path
+}
+
+/// The real-keyring tests run where scripts/with-keyring.sh set this up.
+pub fn real_keyring() -> bool {
+    std::env::var_os("CORE_SIDECAR_TEST_KEYRING").is_some_and(|v| v == "1")
+}
+
+/// A keyring service name no other test (or run) uses.
+pub fn unique_service(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("core-sidecar-it-{name}-{}-{nanos}", std::process::id())
+}
+
+pub fn secret_tool_lookup(service: &str) -> Option<String> {
+    let output = std::process::Command::new("secret-tool")
+        .args(["lookup", "service", service, "username", "default"])
+        .output()
+        .expect("secret-tool (package libsecret-tools) runs");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    (output.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The session secret the Secret Service holds for `service`, parsed.
+pub fn secret_tool_json(service: &str) -> Option<serde_json::Value> {
+    secret_tool_lookup(service).map(|text| serde_json::from_str(&text).expect("one JSON secret"))
+}

@@ -4,7 +4,6 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,21 +13,10 @@ use tokio::sync::Notify;
 
 use crate::fake_backend::FakeBackend;
 use crate::fake_sentry::FakeSentry;
-use crate::harness::{Sidecar, TEST_JWT, TEST_REFRESH_TOKEN, TIMEOUT};
-
-/// The real-keyring tests run where scripts/with-keyring.sh set this up.
-fn real_keyring() -> bool {
-    std::env::var_os("CORE_SIDECAR_TEST_KEYRING").is_some_and(|v| v == "1")
-}
-
-/// A keyring service name no other test (or run) uses.
-fn unique_service(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("core-sidecar-it-{name}-{}-{nanos}", std::process::id())
-}
+use crate::harness::{
+    Sidecar, TEST_JWT, TEST_REFRESH_TOKEN, TIMEOUT, real_keyring, secret_tool_lookup,
+    unique_service,
+};
 
 fn session_params(access_token: &str, user_id: &str) -> Value {
     json!({
@@ -44,15 +32,6 @@ async fn stop(mut sidecar: Sidecar) {
     sidecar.close_stdin();
     let status = sidecar.wait_exit(TIMEOUT).await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", sidecar.stderr());
-}
-
-fn secret_tool_lookup(service: &str) -> Option<String> {
-    let output = Command::new("secret-tool")
-        .args(["lookup", "service", service, "username", "default"])
-        .output()
-        .expect("secret-tool (package libsecret-tools) runs");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
-    (output.status.success() && !text.is_empty()).then_some(text)
 }
 
 #[tokio::test]
