@@ -15,6 +15,7 @@ use core_sidecar::error::Result;
 use core_sidecar::session::gate::Gate;
 use core_sidecar::session::refresh::Refresher;
 use core_sidecar::session::{Sessions, StoreOptions};
+use core_sidecar::telemetry::Telemetry;
 
 /// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this as a smoke test.
 fn calls() -> u32 {
@@ -41,8 +42,10 @@ fn main() {
                 service: "core-sidecar-bench".into(),
                 profile: "bench".into(),
                 timeout: Duration::from_secs(5),
+                fault: None,
             },
             Arc::new(|_| {}),
+            Telemetry::new(),
         );
         let params: StoreSessionParams = serde_json::from_value(serde_json::json!({
             "access_token": "bench-access-token",
@@ -53,10 +56,13 @@ fn main() {
         auth::store_session(&sessions, params)
             .await
             .expect("signed in");
-        let backend = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1))
-            .expect("backend");
+        let backend = Backend::new(
+            Some("http://127.0.0.1:9".parse().unwrap()),
+            Duration::from_secs(1),
+        )
+        .expect("backend");
         // No auth server: the session is an hour from expiry, so no refresh is due anyway.
-        let refresher = Refresher::new(sessions.clone(), None);
+        let refresher = Refresher::new(sessions.clone(), None, Telemetry::new());
         let gate = Gate::new(sessions.clone(), backend.clone(), refresher);
 
         // Warm up both paths.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates schema/openrpc.json from schema/index.json and the schema files beside it
-# (the generator is the test tests/it/schema.rs::openrpc_json_is_generated_from_the_schema_files,
-# which fails on a stale openrpc.json unless UPDATE_SCHEMA is set).
+# Regenerates schema/openrpc.json from the code: the method table in src/router.rs and the
+# Rust types of each method's params and result (src/schema.rs generates the document). The
+# writer is the test tests/it/schema.rs::openrpc_json_is_generated_from_the_code, which fails
+# on a stale openrpc.json unless UPDATE_SCHEMA is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UPDATE_SCHEMA=1 cargo test --quiet --test it -- --exact schema::openrpc_json_is_generated_from_the_schema_files
+UPDATE_SCHEMA=1 cargo test --quiet --test it -- --exact schema::openrpc_json_is_generated_from_the_code

@@ -8,7 +8,9 @@
 #   3. npm ci in scripts/js when that Node client exists;
 #   4. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
-#      session keyring, so the real-keyring tests run (and fail if a keyring is unreachable).
+#      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
+#      them as ignored, never as passed); `--include-ignored` runs them here, where an
+#      unreachable keyring fails them.
 #
 # Usage: scripts/test.sh        (from anywhere; no arguments)
 set -euo pipefail
@@ -73,7 +75,8 @@ fi
 step "cargo build --bins --examples"
 cargo build --bins --examples
 
-step "cargo test --all-targets, then cargo test --doc (inside scripts/with-keyring.sh)"
-scripts/with-keyring.sh bash -c 'cargo test --all-targets --no-fail-fast && cargo test --doc'
+step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
+scripts/with-keyring.sh bash -c \
+    'cargo test --all-targets --no-fail-fast -- --include-ignored && cargo test --doc'
 
 step "all checks passed"

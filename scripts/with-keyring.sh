@@ -4,12 +4,13 @@
 #   - a private D-Bus session bus (dbus-run-session),
 #   - a gnome-keyring Secret Service on it, unlocked with a known password, whose keyrings live
 #     in a temporary directory (never the user's real ~/.local/share/keyrings),
-#   - a fresh anonymous keyutils session keyring (keyctl session -),
-#   - CORE_SIDECAR_TEST_KEYRING=1 exported, so the real-keyring tests fail instead of skipping
-#     when a keyring is not reachable.
+#   - a fresh anonymous keyutils session keyring (keyctl session -).
+#
+# The real-keyring tests are `#[ignore]`d; pass `--include-ignored` (or `--ignored`) to run
+# them here, where an unreachable keyring fails them.
 #
 # Usage: scripts/with-keyring.sh <command> [args...]
-#   scripts/with-keyring.sh cargo test session::store
+#   scripts/with-keyring.sh cargo test session::store -- --include-ignored
 #   scripts/with-keyring.sh bash -c 'secret-tool store --label=x service a username b <<< hi'
 #
 # Missing packages (dbus, gnome-keyring, libsecret-tools, keyutils) are installed with apt-get.
@@ -19,7 +20,7 @@ set -euo pipefail
 log() { printf 'with-keyring: %s\n' "$*" >&2; }
 
 if [ "$#" -eq 0 ]; then
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
 fi
 
@@ -123,8 +124,6 @@ if [ "$(timeout 10 secret-tool lookup service core-sidecar-with-keyring username
 fi
 timeout 10 secret-tool clear service core-sidecar-with-keyring username probe
 log "Secret Service ready (default collection unlocked, write/read checked)"
-
-export CORE_SIDECAR_TEST_KEYRING=1
 
 log "running in a fresh keyutils session keyring: $*"
 status=0

@@ -1,5 +1,5 @@
 //! Wiring: builds the session, backend, gate and method table from the config, runs the
-//! transport on stdin/stdout, and shuts down cleanly (DESIGN.md section 2, "Shutdown").
+//! transport on stdin/stdout, and shuts down cleanly (docs/protocol.md, "Shutdown").
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -13,6 +13,20 @@ use crate::rpc::{self, InFlight, Limits, Outbox, ReadEnd};
 use crate::session::gate::Gate;
 use crate::session::refresh::Refresher;
 use crate::session::{EventSink, Sessions, StoreOptions};
+use crate::telemetry::Telemetry;
+
+/// Why the sidecar could not start. Not a wire error: nothing has been read yet, and
+/// `main` logs it and exits non-zero. (A bad setting never gets this far: the configuration
+/// is parsed, and its errors reported by clap, before anything runs.)
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+    #[error("cannot set up the backend client")]
+    Backend(#[source] Error),
+    #[error("cannot start the reader thread")]
+    ReaderThread(#[source] io::Error),
+}
 
 /// Why the sidecar stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,23 +36,24 @@ pub enum Stop {
 }
 
 /// Runs the sidecar on this process's stdin and stdout until EOF or a signal.
-pub fn run(config: Config) -> Result<Stop, Error> {
-    run_with(config, raw_stdin(), raw_stdout())
+pub fn run(config: Config, telemetry: Telemetry) -> Result<Stop, StartupError> {
+    run_with(config, telemetry, raw_stdin(), raw_stdout())
 }
 
 /// Runs the sidecar on any input and output.
 pub fn run_with(
     config: Config,
+    telemetry: Telemetry,
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
-) -> Result<Stop, Error> {
+) -> Result<Stop, StartupError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("core-sidecar-worker")
         .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+        .map_err(StartupError::Runtime)?;
     let outbox = Outbox::new(output);
-    let app = build_app(&config, &outbox)?;
+    let app = build_app(&config, &outbox, telemetry)?;
     let sessions = app.sessions.clone();
     let refresher = app.refresher.clone();
     let module = router::methods(app);
@@ -73,7 +88,7 @@ pub fn run_with(
                 let end = rpc::serve_blocking(input, &outbox, module, limits, &in_flight, &handle);
                 let _ = done_tx.send(end);
             })
-            .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+            .map_err(StartupError::ReaderThread)?;
     }
 
     let stop = runtime.block_on(async {
@@ -93,7 +108,11 @@ pub fn run_with(
     Ok(stop)
 }
 
-pub fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
+pub fn build_app(
+    config: &Config,
+    outbox: &Outbox,
+    telemetry: Telemetry,
+) -> Result<App, StartupError> {
     let events: EventSink = {
         let outbox = outbox.clone();
         Arc::new(move |change| outbox.notify("auth_state_changed", &change))
@@ -104,11 +123,14 @@ pub fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
             service: config.keyring_service.clone(),
             profile: config.profile.clone(),
             timeout: config.keyring_timeout(),
+            fault: config.keyring_fault,
         },
         events,
+        telemetry.clone(),
     );
-    let backend = Backend::new(config.backend_url.clone(), config.http_timeout())?;
-    let auth = config.auth_url.as_deref().map(|url| {
+    let backend = Backend::new(config.backend_url.clone(), config.http_timeout())
+        .map_err(StartupError::Backend)?;
+    let auth = config.auth_url.as_ref().map(|url| {
         AuthServer::new(
             backend.http().clone(),
             url,
@@ -119,13 +141,14 @@ pub fn build_app(config: &Config, outbox: &Outbox) -> Result<App, Error> {
     let endpoint = auth
         .clone()
         .map(|server| Arc::new(server) as Arc<dyn TokenEndpoint>);
-    let refresher = Refresher::new(sessions.clone(), endpoint);
+    let refresher = Refresher::new(sessions.clone(), endpoint, telemetry.clone());
     Ok(App {
         gate: Gate::new(sessions.clone(), backend, refresher.clone()),
         sessions,
         auth,
         refresher,
         test_hooks: config.test_hooks,
+        telemetry,
     })
 }
 

@@ -1,12 +1,15 @@
-//! The one error type of the library, and the one place that turns it into a JSON-RPC error
-//! and decides what Sentry sees.
+//! The one error type of the library: its kinds, their codes and the `data` the shell reads.
+//!
+//! Transport-free: nothing here knows JSON-RPC or Sentry. The JSON-RPC boundary
+//! (`router::to_wire`) turns an [`Error`] into the wire error, and the reporting policy
+//! (`telemetry::Telemetry::report`) decides what reaches Sentry.
 //!
 //! Messages are written for the shell's developers and must never carry a token: text that
-//! comes from outside (backend bodies, keyring errors) is scrubbed before it is stored here.
+//! comes from outside (backend bodies, keyring errors) is scrubbed by shape before it is
+//! stored here, and scrubbed again (by value too) wherever an error leaves the process.
 
 use std::time::Duration;
 
-use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Map, Value, json};
 
 /// Why a session is considered gone. Carried as `data.reason` on `auth_expired` errors.
@@ -69,6 +72,17 @@ impl ErrorKind {
             Self::Internal => "internal",
         }
     }
+
+    /// Every kind, in the order of the contract's error catalog.
+    pub const ALL: [ErrorKind; 7] = [
+        Self::AuthExpired,
+        Self::RateLimited,
+        Self::Backend,
+        Self::Unavailable,
+        Self::Storage,
+        Self::InvalidParams,
+        Self::Internal,
+    ];
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -119,6 +133,26 @@ impl Error {
         }
     }
 
+    /// An answer of the backend or auth server that is not what it promised (not JSON, not
+    /// the envelope, a wrong shape, too large). A fault of the upstream: reported.
+    pub fn malformed_answer(status: Option<u16>, message: impl Into<String>) -> Self {
+        Self::Backend {
+            status,
+            message: message.into(),
+            malformed: true,
+        }
+    }
+
+    /// A well-formed refusal of the backend or auth server (a 4xx/5xx other than the auth and
+    /// rate-limit ones, or `success: false`).
+    pub fn backend_status(status: u16, message: impl Into<String>) -> Self {
+        Self::Backend {
+            status: Some(status),
+            message: message.into(),
+            malformed: false,
+        }
+    }
+
     pub fn invalid_params(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::InvalidParams {
             field: field.into(),
@@ -144,39 +178,6 @@ impl Error {
             Self::RateLimited { .. } | Self::Unavailable(_) | Self::Storage(_) => true,
             Self::Backend { status, .. } => status.is_some_and(|s| s >= 500),
             Self::AuthExpired { .. } | Self::InvalidParams { .. } | Self::Internal(_) => false,
-        }
-    }
-
-    /// Whether this error is a real fault worth a Sentry event. Session expiry, rate limits,
-    /// offline machines and bad input are expected in the life of a desktop app: reporting
-    /// them would flood Sentry from every shell that polls.
-    pub fn is_reportable(&self) -> bool {
-        match self {
-            Self::Backend {
-                status, malformed, ..
-            } => *malformed || status.is_some_and(|s| s >= 500),
-            Self::Storage(_) | Self::Internal(_) => true,
-            Self::AuthExpired { .. }
-            | Self::RateLimited { .. }
-            | Self::Unavailable(_)
-            | Self::InvalidParams { .. } => false,
-        }
-    }
-
-    /// A stable grouping key for Sentry and its dedupe: the kind and status, never the
-    /// message, which may vary per call.
-    pub fn fingerprint(&self) -> String {
-        match self {
-            Self::Backend {
-                status, malformed, ..
-            } => format!(
-                "backend:{}:{}",
-                status.map_or_else(|| "none".to_string(), |s| s.to_string()),
-                if *malformed { "malformed" } else { "status" }
-            ),
-            Self::Storage(_) => "storage".into(),
-            Self::Internal(message) => format!("internal:{message}"),
-            other => other.kind().as_str().to_string(),
         }
     }
 
@@ -212,21 +213,6 @@ impl Error {
         }
         Value::Object(data)
     }
-
-    /// The one place an error leaves the library: reported to Sentry when it is a real fault,
-    /// then turned into the JSON-RPC error object the shell receives.
-    pub fn into_rpc_error(self) -> ErrorObjectOwned {
-        if self.is_reportable() {
-            crate::telemetry::report(&self);
-        }
-        ErrorObjectOwned::owned(self.kind().code(), self.to_string(), Some(self.data()))
-    }
-}
-
-impl From<Error> for ErrorObjectOwned {
-    fn from(error: Error) -> Self {
-        error.into_rpc_error()
-    }
 }
 
 #[cfg(test)]
@@ -249,21 +235,11 @@ mod tests {
     }
 
     #[test]
-    fn only_real_faults_are_reportable() {
-        let server = Error::Backend {
-            status: Some(502),
-            message: "bad gateway".into(),
-            malformed: false,
-        };
-        let client = Error::Backend {
-            status: Some(404),
-            message: "not found".into(),
-            malformed: false,
-        };
-        assert!(server.is_reportable());
-        assert!(!client.is_reportable());
-        assert!(!Error::no_session().is_reportable());
-        assert!(Error::Storage("locked".into()).is_reportable());
+    fn backend_errors_say_whether_a_retry_may_help() {
+        assert!(Error::backend_status(502, "bad gateway").retryable());
+        assert!(!Error::backend_status(404, "not found").retryable());
+        assert!(!Error::malformed_answer(None, "not JSON").retryable());
+        assert_eq!(Error::backend_status(404, "x").data()["status"], 404);
         assert_eq!(Error::no_session().data()["reason"], "no_session");
     }
 }

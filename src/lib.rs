@@ -1,20 +1,28 @@
 //! core-sidecar: a JSON-RPC 2.0 sidecar over stdio for a desktop app's shell.
 //!
-//! Module map, from the wire inwards:
+//! Module map, from the wire inwards (ARCHITECTURE.md has a paragraph and the invariants of
+//! each; docs/protocol.md is the contract):
 //!
+//! - [`app`]: wiring. Builds everything from the config, runs the transport on
+//!   stdin/stdout, shuts down on EOF or a signal.
 //! - [`rpc`]: the stdio transport. NDJSON framing over any reader/writer, batches,
-//!   notifications, exact id echo, backpressure, panics contained, shutdown. Knows nothing
-//!   about sessions or domains: it dispatches to a [`jsonrpsee`] method table.
-//! - [`router`]: the method table. Every method is registered as public or gated; gated
-//!   handlers can only be reached through the session gate.
-//! - [`session`]: the session (cache + OS keyring store), the gate that hands domains an
-//!   authenticated backend client, and the refresh against the auth server.
-//! - [`backend`]: the only HTTP client; maps responses to [`error::Error`] kinds.
+//!   notifications, exact id echo, backpressure, panics contained. Knows nothing about
+//!   sessions or domains: it dispatches to a [`jsonrpsee`] method table.
+//! - [`router`]: the method table. Every method is registered once, as public or gated, with
+//!   its summary; gated handlers can only be reached through the session gate. `to_wire`
+//!   is the one place an [`error::Error`] becomes a JSON-RPC error.
+//! - [`schema`]: the OpenRPC document (`rpc.discover`, schema/openrpc.json), generated from
+//!   the method table and the Rust types.
+//! - [`session`]: the session (cache + OS keyring store), the gate that decides "fresh or
+//!   refresh first" and ends a session found gone, and the refresh against the auth server.
 //! - [`domains`]: one file per domain (`core`, `auth`, `composio`, `user`); plain async
-//!   functions over typed params, unaware of JSON-RPC.
-//! - [`error`]: the error enum, its JSON-RPC codes and what reaches Sentry.
-//! - [`telemetry`]: tracing to stderr and Sentry with scrubbing and dedupe.
-//! - [`config`]: flags and environment variables.
+//!   functions over typed params and results, unaware of JSON-RPC and of the keyring.
+//! - [`backend`]: the only HTTP client; maps every upstream answer to an [`error::Error`].
+//! - [`error`]: the error enum, its kinds, codes and `data`. Transport-free, a leaf.
+//! - [`telemetry`]: tracing to stderr and Sentry; the one reporting policy (what reaches
+//!   Sentry, deduplicated), as a handle that owns its state.
+//! - [`scrub`]: redaction of tokens by shape and by value. A leaf.
+//! - [`config`]: every flag and environment variable, typed at the edge.
 
 // stdout is the wire and stderr carries tracing's logs: nothing in the library prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -27,5 +35,6 @@ pub mod error;
 pub mod router;
 pub mod rpc;
 pub mod schema;
+pub mod scrub;
 pub mod session;
 pub mod telemetry;

@@ -10,9 +10,10 @@ use clap::Parser;
 use core_sidecar::config::Config;
 
 fn main() -> ExitCode {
-    let config = Config::parse().normalized();
+    // A setting that does not parse ends the process here (exit code 2, clap's message).
+    let config = Config::parse();
     let telemetry = core_sidecar::telemetry::init(&config);
-    let result = core_sidecar::app::run(config);
+    let result = core_sidecar::app::run(config, telemetry.telemetry().clone());
     telemetry.flush(Duration::from_secs(2));
     match result {
         Ok(stop) => {
@@ -22,7 +23,13 @@ fn main() -> ExitCode {
             std::process::exit(0)
         }
         Err(e) => {
-            tracing::error!(error = %e, "core-sidecar failed to start");
+            let mut error = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                error = format!("{error}: {inner}");
+                cause = inner.source();
+            }
+            tracing::error!(%error, "core-sidecar failed to start");
             ExitCode::FAILURE
         }
     }

@@ -1,26 +1,38 @@
-//! The method table. Every method is registered here, as exactly one of:
+//! The method table. Every method is registered here, once, as exactly one of:
 //!
 //! - **public**: runs without a session (`core_*`, `auth_*`, `rpc.discover`);
 //! - **gated**: runs through the session gate, which hands the domain function an
 //!   authenticated backend client. A gated handler has no other way to get one.
 //!
-//! Adding a domain is one file under `src/domains/` and one `gated(...)` line per method.
+//! Each registration also says what the contract says about the method: its summary (and a
+//! description when there is more to say), its class, and the errors it adds to its class's.
+//! The registration helpers capture the params and result types, so the same table yields
+//! both the jsonrpsee module ([`methods`]) and the [`MethodSpec`]s the OpenRPC document is
+//! generated from ([`method_specs`], [`crate::schema`]).
+//!
+//! Adding a gated method is a domain function over typed params and result (deriving
+//! `Deserialize`/`Serialize` and `schemars::JsonSchema`) and one `t.gated(...)` line here.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use jsonrpsee::RpcModule;
-use jsonrpsee::types::Params;
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::backend::BackendClient;
 use crate::backend::auth_server::AuthServer;
 use crate::domains::{NoParams, auth, composio, core, user};
+use crate::error::ErrorKind::{AuthExpired, Backend, RateLimited, Storage, Unavailable};
 use crate::error::{Error, Result};
+use crate::schema::{self, Access, MethodSpec};
 use crate::session::Sessions;
 use crate::session::gate::Gate;
 use crate::session::refresh::Refresher;
+use crate::telemetry::Telemetry;
 
 /// What every handler can reach.
 pub struct App {
@@ -31,73 +43,160 @@ pub struct App {
     pub refresher: Arc<Refresher>,
     /// Enables `core_test_*` methods, for the integration tests only.
     pub test_hooks: bool,
+    /// Reports the errors handlers end with (the policy decides which reach Sentry) and
+    /// scrubs their messages.
+    pub telemetry: Telemetry,
+}
+
+/// Every method of the contract, in the order of the OpenRPC document.
+fn declare(t: &mut Table<'_>) {
+    // Answered inline on the reader thread: must never block.
+    t.public_sync(
+        "core_ping",
+        "Liveness check, answered inline.",
+        |_, _: NoParams| Ok(core::ping()),
+    );
+    t.public_sync(
+        "core_version",
+        "The sidecar's name, version and protocol version.",
+        |_, _: NoParams| Ok(core::version()),
+    );
+    t.public_sync(
+        "rpc.discover",
+        "This OpenRPC document.",
+        |_, _: NoParams| Ok(schema::Discover(openrpc())),
+    );
+
+    t.public(
+        "auth_store_session",
+        "Stores a session in the OS keyring and emits SIGNED_IN.",
+        |app, p| async move { auth::store_session(&app.sessions, p).await },
+    )
+    .can_fail_with(&[Storage])
+    .describe(
+        "Replaces any stored session. Emits `auth_state_changed` SIGNED_IN, then returns the \
+         new state. When no keyring works the session is kept in memory (`persistent: false`).",
+    );
+    t.public(
+        "auth_get_state",
+        "The session's state: signed in or not, user, expiry. Never a token.",
+        |app, _: NoParams| async move { Ok(auth::get_state(&app.sessions).await) },
+    );
+    t.public(
+        "auth_refresh_session",
+        "Refreshes the session against the auth server now.",
+        |app, _: NoParams| async move { auth::refresh_session(&app.sessions, &app.refresher).await },
+    )
+    .can_fail_with(&[AuthExpired, RateLimited, Backend, Unavailable, Storage])
+    .describe(
+        "`POST {AUTH_URL}/token?grant_type=refresh_token`, single-flight: concurrent callers \
+         (and the auto-refresh ticker) share one refresh, since GoTrue refresh tokens are \
+         single-use. Emits TOKEN_REFRESHED on success. A rejected refresh token clears the \
+         session (SIGNED_OUT `refresh_failed`) and answers -32001; no session or no refresh \
+         token answers -32001.",
+    );
+    t.public(
+        "auth_get_user",
+        "The user as the auth server sees it now (GoTrue GET /user).",
+        |app, _: NoParams| async move {
+            auth::get_user(&app.gate, app.auth.as_ref())
+                .await
+                .map(auth::AuthUser)
+        },
+    )
+    .can_fail_with(&[AuthExpired, RateLimited, Backend, Unavailable, Storage])
+    .describe(
+        "Sends the access token to `GET {AUTH_URL}/user`, as supabase-js `getUser`. A 401, or \
+         a 403 with `bad_jwt`, `session_not_found` or `user_not_found`, is -32001: the session \
+         is cleared if it is still the one used (SIGNED_OUT `expired`). Network errors and 5xx \
+         leave the session alone. On success the stored user is updated.",
+    );
+    t.public(
+        "auth_clear_session",
+        "Removes the stored session locally (no network); emits SIGNED_OUT `signed_out` when \
+         there was one.",
+        |app, _: NoParams| async move { auth::clear_session(&app.sessions).await },
+    )
+    .can_fail_with(&[Storage]);
+    t.public(
+        "auth_sign_out",
+        "Signs out, as supabase-js `signOut({scope})`; emits SIGNED_OUT.",
+        |app, p| async move { auth::sign_out(&app.sessions, app.auth.as_ref(), p).await },
+    )
+    .can_fail_with(&[RateLimited, Backend, Unavailable, Storage])
+    .describe(
+        "With an auth URL, `POST {AUTH_URL}/logout?scope=<scope>` with the access token; 401, \
+         403 and 404 from it are ignored (the session is gone there already). `local` and \
+         `global` then remove the local session; `others` keeps it.",
+    );
+
+    t.gated(
+        "composio_list_toolkits",
+        "The Composio toolkits the user can connect (GET /agent-integrations/composio/toolkits).",
+        composio::list_toolkits,
+    );
+    t.gated(
+        "composio_list_connections",
+        "The user's Composio connections (GET /agent-integrations/composio/connections).",
+        composio::list_connections,
+    );
+    t.gated(
+        "composio_authorize",
+        "Starts connecting a toolkit (POST /agent-integrations/composio/authorize); open \
+         `connectUrl` in the browser.",
+        composio::authorize,
+    );
+    t.gated(
+        "composio_delete_connection",
+        "Deletes a connection (DELETE /agent-integrations/composio/connections/{id}).",
+        composio::delete_connection,
+    );
+    t.gated(
+        "user_get_profile",
+        "The user's profile as the product backend knows it (GET /auth/me).",
+        user::get_profile,
+    );
+
+    // Not part of the contract: only with `CORE_SIDECAR_TEST_HOOKS=1`, never documented.
+    if t.test_hooks {
+        t.test_hook_sync("core_test_panic", |_, p: core::PanicParams| -> Result<()> {
+            panic!("test hook panic: {}", p.message)
+        });
+        t.test_hook("core_test_sleep", |_, p: core::SleepParams| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(p.ms)).await;
+            Ok(core::ping())
+        });
+    }
 }
 
 /// Builds the method table.
 pub fn methods(app: App) -> RpcModule<App> {
     let test_hooks = app.test_hooks;
-    let mut m = RpcModule::new(app);
+    let mut module = RpcModule::new(app);
+    declare(&mut Table {
+        module: Some(&mut module),
+        test_hooks,
+        specs: Vec::new(),
+    });
+    module
+}
 
-    // Answered inline on the reader thread: must never block.
-    public_sync(&mut m, "core_ping", |_, _: NoParams| Ok(core::ping()));
-    public_sync(&mut m, "core_version", |_, _: NoParams| Ok(core::version()));
-    public_sync(&mut m, "rpc.discover", |_, _: NoParams| {
-        Ok(crate::schema::openrpc().clone())
-    });
+/// What the contract says about every method of the table, in order (test hooks excluded).
+/// Needs no [`App`]: nothing is registered.
+pub fn method_specs() -> Vec<MethodSpec> {
+    let mut table = Table {
+        module: None,
+        test_hooks: false,
+        specs: Vec::new(),
+    };
+    declare(&mut table);
+    table.specs
+}
 
-    public(&mut m, "auth_store_session", |app, p| async move {
-        auth::store_session(&app.sessions, p).await
-    });
-    public(&mut m, "auth_get_state", |app, _: NoParams| async move {
-        Ok(auth::get_state(&app.sessions).await)
-    });
-    public(
-        &mut m,
-        "auth_clear_session",
-        |app, _: NoParams| async move { auth::clear_session(&app.sessions).await },
-    );
-    public(&mut m, "auth_sign_out", |app, p| async move {
-        auth::sign_out(&app.sessions, app.auth.as_ref(), p).await
-    });
-    public(
-        &mut m,
-        "auth_refresh_session",
-        |app, _: NoParams| async move { auth::refresh_session(&app.sessions, &app.refresher).await },
-    );
-    public(&mut m, "auth_get_user", |app, _: NoParams| async move {
-        auth::get_user(&app.sessions, app.auth.as_ref(), &app.refresher).await
-    });
-
-    gated(&mut m, "composio_list_toolkits", composio::list_toolkits);
-    gated(
-        &mut m,
-        "composio_list_connections",
-        composio::list_connections,
-    );
-    gated(&mut m, "composio_authorize", composio::authorize);
-    gated(
-        &mut m,
-        "composio_delete_connection",
-        composio::delete_connection,
-    );
-    gated(&mut m, "user_get_profile", user::get_profile);
-
-    if test_hooks {
-        public_sync(
-            &mut m,
-            "core_test_panic",
-            |_, p: core::PanicParams| -> Result<()> { panic!("test hook panic: {}", p.message) },
-        );
-        public(
-            &mut m,
-            "core_test_sleep",
-            |_, p: core::SleepParams| async move {
-                tokio::time::sleep(std::time::Duration::from_millis(p.ms)).await;
-                Ok(core::ping())
-            },
-        );
-    }
-    m
+/// The OpenRPC document of this table (what `rpc.discover` serves), generated once.
+pub fn openrpc() -> &'static Value {
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(|| schema::openrpc_document(&method_specs()));
+    &DOCUMENT
 }
 
 /// The names of every registered method (test hooks included when enabled).
@@ -105,13 +204,109 @@ pub fn method_names(module: &RpcModule<App>) -> Vec<&'static str> {
     module.method_names().collect()
 }
 
+/// The table being declared: the jsonrpsee module when one is being built, and the specs.
+struct Table<'a> {
+    module: Option<&'a mut RpcModule<App>>,
+    test_hooks: bool,
+    specs: Vec<MethodSpec>,
+}
+
+impl Table<'_> {
+    fn spec(&mut self, spec: MethodSpec) -> &mut MethodSpec {
+        self.specs.push(spec);
+        let last = self.specs.len() - 1;
+        &mut self.specs[last]
+    }
+
+    /// A public method answered inline, on the reader thread.
+    fn public_sync<P, R>(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        f: fn(&App, P) -> Result<R>,
+    ) -> &mut MethodSpec
+    where
+        P: DeserializeOwned + JsonSchema + 'static,
+        R: Serialize + JsonSchema + Clone + 'static,
+    {
+        if let Some(m) = self.module.as_deref_mut() {
+            public_sync(m, name, f);
+        }
+        self.spec(MethodSpec::new::<P, R>(name, Access::Public, summary))
+    }
+
+    /// A public method.
+    fn public<P, R, F, Fut>(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        f: F,
+    ) -> &mut MethodSpec
+    where
+        P: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Clone + Send + 'static,
+        F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        if let Some(m) = self.module.as_deref_mut() {
+            public(m, name, f);
+        }
+        self.spec(MethodSpec::new::<P, R>(name, Access::Public, summary))
+    }
+
+    /// A gated method: `f` gets the authenticated backend client from the session gate.
+    fn gated<P, R, F, Fut>(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        f: F,
+    ) -> &mut MethodSpec
+    where
+        P: DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static,
+        R: Serialize + JsonSchema + Clone + Send + 'static,
+        F: Fn(BackendClient, P) -> Fut + Copy + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        if let Some(m) = self.module.as_deref_mut() {
+            gated(m, name, f);
+        }
+        self.spec(MethodSpec::new::<P, R>(name, Access::Gated, summary))
+    }
+
+    fn test_hook_sync<P, R>(&mut self, name: &'static str, f: fn(&App, P) -> Result<R>)
+    where
+        P: DeserializeOwned + 'static,
+        R: Serialize + Clone + 'static,
+    {
+        if let Some(m) = self.module.as_deref_mut() {
+            public_sync(m, name, f);
+        }
+    }
+
+    fn test_hook<P, R, F, Fut>(&mut self, name: &'static str, f: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Clone + Send + 'static,
+        F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        if let Some(m) = self.module.as_deref_mut() {
+            public(m, name, f);
+        }
+    }
+}
+
 fn public_sync<P, R>(m: &mut RpcModule<App>, name: &'static str, f: fn(&App, P) -> Result<R>)
 where
     P: DeserializeOwned + 'static,
     R: Serialize + Clone + 'static,
 {
-    m.register_method(name, move |params, app, _| f(app, parse_params(&params)?))
-        .expect("method names are unique");
+    m.register_method(name, move |params, app, _| {
+        parse_params(&params)
+            .and_then(|params| f(app, params))
+            .map_err(|error| to_wire(app, error))
+    })
+    .expect("method names are unique");
 }
 
 fn public<P, R, F, Fut>(m: &mut RpcModule<App>, name: &'static str, f: F)
@@ -123,7 +318,13 @@ where
 {
     m.register_async_method(name, move |params, app, _| {
         let f = f.clone();
-        async move { f(app, parse_params(&params)?).await }
+        async move {
+            match parse_params(&params) {
+                Ok(params) => f(app.clone(), params).await,
+                Err(error) => Err(error),
+            }
+            .map_err(|error| to_wire(&app, error))
+        }
     })
     .expect("method names are unique");
 }
@@ -136,10 +337,22 @@ where
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
     m.register_async_method(name, move |params, app, _| async move {
-        let params: P = parse_params(&params)?;
-        app.gate.call(|api| f(api, params.clone())).await
+        let result = match parse_params::<P>(&params) {
+            Ok(params) => app.gate.call(|api| f(api, params.clone())).await,
+            Err(error) => Err(error),
+        };
+        result.map_err(|error| to_wire(&app, error))
     })
     .expect("method names are unique");
+}
+
+/// The JSON-RPC boundary: the one place an [`Error`] becomes a wire error. Every handler
+/// error passes here, so this is also where the reporting policy sees it (real faults reach
+/// Sentry, deduplicated) and where its message is scrubbed by value as well as by shape.
+fn to_wire(app: &App, error: Error) -> ErrorObjectOwned {
+    app.telemetry.report(&error);
+    let message = app.telemetry.scrubber().scrub(&error.to_string());
+    ErrorObjectOwned::owned(error.kind().code(), message, Some(error.data()))
 }
 
 /// Params are by name. Absent params and `[]` mean "none"; errors name the field.
@@ -156,7 +369,7 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
     };
     let mut deserializer = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let message = crate::telemetry::scrub(&without_position(e.inner()));
+        let message = crate::scrub::scrub(&without_position(e.inner()));
         let path = e.path().to_string();
         let field = if path == "." {
             missing_or_unknown_field(&message).unwrap_or_else(|| "params".into())

@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
         config.backend_url = None;
         config.auth_url = None;
         config.test_hooks = false;
-        let app = core_sidecar::app::build_app(&config, &Outbox::new(std::io::sink()))
+        let app = core_sidecar::app::build_app(&config, &Outbox::new(std::io::sink()), core_sidecar::telemetry::Telemetry::new())
             .expect("the app builds without a backend URL");
         Fixture {
             runtime: tokio::runtime::Builder::new_current_thread()

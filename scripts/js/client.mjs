@@ -10,10 +10,10 @@
 //   catch (e) { if (e instanceof RpcError && e.kind === 'auth_expired') { /* sign in */ } }
 //   await sidecar.close(); // EOF on stdin: the sidecar finishes what is in flight, exits 0
 //
-// The wire (DESIGN.md section 2): one JSON value per line on stdin/stdout, JSON-RPC 2.0,
-// params by name. Responses may come out of order: each request gets its own id and a
-// pending promise. Lines without an id are notifications from the sidecar, emitted as events
-// named after their method (and as 'notification' with the whole message).
+// The wire (docs/protocol.md, "Wire rules"): one JSON value per line on stdin/stdout,
+// JSON-RPC 2.0, params by name. Responses may come out of order: each request gets its own
+// id and a pending promise. Lines without an id are notifications from the sidecar, emitted
+// as events named after their method (and as 'notification' with the whole message).
 //
 // Run as a script, it is a demo: node scripts/js/client.mjs [path/to/core-sidecar]
 // (default: $CORE_SIDECAR_BIN, else target/debug/core-sidecar). It prints one line per step,

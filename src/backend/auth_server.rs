@@ -23,8 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{parse_retry_after, unreachable};
+use crate::config::BaseUrl;
 use crate::error::{AuthExpiredReason, Error, Result};
-use crate::telemetry::scrub;
+use crate::scrub::scrub;
 
 /// Refresh-token rejections after which the token can never work again.
 const FATAL_REFRESH_CODES: &[&str] = &[
@@ -63,7 +64,9 @@ pub trait TokenEndpoint: Send + Sync + 'static {
 }
 
 /// `auth_sign_out` scope, as GoTrue's `/logout?scope=`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogoutScope {
     #[default]
@@ -99,15 +102,16 @@ pub struct AuthServer {
 }
 
 impl AuthServer {
+    /// `base_url` was checked when the configuration was parsed ([`BaseUrl`]).
     pub fn new(
         http: reqwest::Client,
-        base_url: &str,
+        base_url: &BaseUrl,
         api_key: Option<&str>,
         timeout: Duration,
     ) -> Self {
         Self {
             http,
-            base_url: Arc::from(base_url.trim_end_matches('/')),
+            base_url: Arc::from(base_url.as_prefix()),
             api_key: api_key.map(Arc::from),
             timeout,
         }
@@ -194,11 +198,10 @@ fn bearer(access_token: &str) -> String {
 }
 
 fn malformed(status: StatusCode) -> Error {
-    Error::Backend {
-        status: Some(status.as_u16()),
-        message: "the auth server sent a body that is not what it promised".into(),
-        malformed: true,
-    }
+    Error::malformed_answer(
+        Some(status.as_u16()),
+        "the auth server sent a body that is not what it promised",
+    )
 }
 
 /// GoTrue's error code: the `x-sb-error-code` header, else the body's `error_code`, a string
@@ -255,11 +258,10 @@ pub fn classify(endpoint: Endpoint, status: StatusCode, headers: &HeaderMap, tex
                 format!("the auth server no longer knows this session: {detail}"),
             )
         }
-        _ => Error::Backend {
-            status: Some(status_u16),
-            message: format!("auth server returned {status_u16}: {detail}"),
-            malformed: false,
-        },
+        _ => Error::backend_status(
+            status_u16,
+            format!("auth server returned {status_u16}: {detail}"),
+        ),
     }
 }
 

@@ -34,8 +34,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::config::BaseUrl;
 use crate::error::{AuthExpiredReason, Error, Result};
-use crate::telemetry::scrub;
+use crate::scrub::scrub;
 
 /// Largest response body read from the backend; past it the answer counts as malformed.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -65,11 +66,10 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Builds the one HTTP client of the process. `base_url` is the product backend's base
-    /// (trailing slashes ignored; empty counts as none). An unparsable URL, or one that is
-    /// not http(s) or carries a query or fragment, is an error: better said at start-up
-    /// than on every call.
-    pub fn new(base_url: Option<String>, timeout: Duration) -> Result<Self> {
+    /// Builds the one HTTP client of the process. `base_url` is the product backend's base,
+    /// checked when the configuration was parsed ([`BaseUrl`]). Fails only when the HTTP
+    /// client cannot be built (no TLS roots, say).
+    pub fn new(base_url: Option<BaseUrl>, timeout: Duration) -> Result<Self> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .gzip(true)
@@ -82,10 +82,7 @@ impl Backend {
             ))
             .build()
             .map_err(|e| Error::Internal(format!("building the HTTP client: {}", chain(&e))))?;
-        let base_url = match base_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => Some(Arc::from(validate_base_url(url)?)),
-        };
+        let base_url = base_url.map(|url| Arc::from(url.as_prefix()));
         Ok(Self {
             http,
             base_url,
@@ -121,22 +118,6 @@ impl Backend {
             auth,
         }
     }
-}
-
-fn validate_base_url(url: &str) -> Result<String> {
-    let invalid =
-        |why: &str| Error::Unavailable(format!("invalid CORE_SIDECAR_BACKEND_URL: {why}"));
-    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid("the scheme must be http or https"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid("a base URL takes no query string or fragment"));
-    }
-    if parsed.cannot_be_a_base() || parsed.host().is_none() {
-        return Err(invalid("the URL has no host"));
-    }
-    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// The backend client of one call: carries the access token. Cheap to clone.
@@ -237,11 +218,10 @@ impl BackendClient {
         };
         tracing::debug!(%method, path = log_path, status = status.as_u16(), elapsed_ms, "backend call");
         let Some(body) = body else {
-            return Err(Error::Backend {
-                status: Some(status.as_u16()),
-                message: format!("backend response body over {MAX_BODY_BYTES} bytes"),
-                malformed: true,
-            });
+            return Err(Error::malformed_answer(
+                Some(status.as_u16()),
+                format!("backend response body over {MAX_BODY_BYTES} bytes"),
+            ));
         };
         let data = map_response(status, retry_after.as_deref(), &body, SystemTime::now())?;
         decode_data(status.as_u16(), data)
@@ -269,20 +249,18 @@ async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Option<Ve
 /// Turns the envelope's `data` into `T`; a shape mismatch is a malformed answer.
 fn decode_data<T: DeserializeOwned>(status: u16, data: Value) -> Result<T> {
     let missing = data.is_null();
-    serde_path_to_error::deserialize(data).map_err(|e| Error::Backend {
-        status: Some(status),
-        message: if missing {
-            "backend response has no data".to_string()
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        if missing {
+            return Error::malformed_answer(Some(status), "backend response has no data");
+        }
+        let path = e.path().to_string();
+        let inner = truncate(&scrub(&e.into_inner().to_string()));
+        let message = if path == "." {
+            format!("backend response data has an unexpected shape: {inner}")
         } else {
-            let path = e.path().to_string();
-            let inner = truncate(&scrub(&e.into_inner().to_string()));
-            if path == "." {
-                format!("backend response data has an unexpected shape: {inner}")
-            } else {
-                format!("backend response data has an unexpected shape at {path}: {inner}")
-            }
-        },
-        malformed: true,
+            format!("backend response data has an unexpected shape at {path}: {inner}")
+        };
+        Error::malformed_answer(Some(status), message)
     })
 }
 
@@ -353,17 +331,11 @@ pub fn map_response(
             }
             None => format!("backend returned unexpected status {code}"),
         };
-        return Err(Error::Backend {
-            status: Some(code),
-            message,
-            malformed: false,
-        });
+        return Err(Error::backend_status(code, message));
     }
 
-    let malformed = |why: &str| Error::Backend {
-        status: Some(code),
-        message: format!("malformed backend response: {why}"),
-        malformed: true,
+    let malformed = |why: &str| {
+        Error::malformed_answer(Some(code), format!("malformed backend response: {why}"))
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         // 204 or an empty 200: nothing to decode; a caller that needs data says so.
@@ -376,14 +348,11 @@ pub fn map_response(
     match envelope.get("success") {
         Some(Value::Bool(false)) => {
             let text = error_text(body);
-            return Err(Error::Backend {
-                status: Some(code),
-                message: match text {
-                    Some(text) => format!("backend reported a failure: {text}"),
-                    None => "backend reported a failure".to_string(),
-                },
-                malformed: false,
-            });
+            let message = match text {
+                Some(text) => format!("backend reported a failure: {text}"),
+                None => "backend reported a failure".to_string(),
+            };
+            return Err(Error::backend_status(code, message));
         }
         Some(Value::Bool(true)) => {}
         None if envelope.contains_key("data") => {}
@@ -671,7 +640,11 @@ mod tests {
                 data_status.map(u64::from),
                 "{status} {body}"
             );
-            assert_eq!(err.is_reportable(), *reportable, "{status} {body}");
+            assert_eq!(
+                crate::telemetry::is_reportable(&err),
+                *reportable,
+                "{status} {body}"
+            );
             if let Error::Backend { malformed: m, .. } = &err {
                 assert_eq!(m, malformed, "{status} {body}");
             }
@@ -724,7 +697,7 @@ mod tests {
         let data = map(200, None, r#"{"success":true,"data":{"toolkits":[1]}}"#).unwrap();
         let err = decode_data::<Needs>(200, data).unwrap_err();
         assert!(err.to_string().contains("toolkits[0]"), "{err}");
-        assert!(err.is_reportable());
+        assert!(crate::telemetry::is_reportable(&err));
     }
 
     #[test]
@@ -760,22 +733,21 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_are_validated() {
+    fn the_base_url_is_the_configured_prefix() {
+        // Validation happens when the configuration is parsed (`config::BaseUrl`).
         let t = Duration::from_secs(1);
         assert!(!Backend::new(None, t).unwrap().is_configured());
-        assert!(!Backend::new(Some("  ".into()), t).unwrap().is_configured());
-        let b = Backend::new(Some("http://127.0.0.1:9/api/".into()), t).unwrap();
+        let b = Backend::new(Some("http://127.0.0.1:9/api/".parse().unwrap()), t).unwrap();
         assert_eq!(b.base_url.as_deref(), Some("http://127.0.0.1:9/api"));
-        for bad in ["ftp://x", "not a url", "http://x/?key=1", "mailto:a@b"] {
-            let err = Backend::new(Some(bad.into()), t).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Unavailable, "{bad}");
-            assert!(!err.to_string().contains("key=1"));
-        }
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let b = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1)).unwrap();
+        let b = Backend::new(
+            Some("http://127.0.0.1:9".parse().unwrap()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         let client = b.authed("eyJhbGciOiJIUzI1NiJ9.secret.sig");
         assert!(!format!("{client:?}").contains("secret"));
     }
@@ -797,7 +769,7 @@ mod tests {
             .unwrap()
             .port();
         let b = Backend::new(
-            Some(format!("http://127.0.0.1:{port}")),
+            Some(format!("http://127.0.0.1:{port}").parse().unwrap()),
             Duration::from_secs(5),
         )
         .unwrap();
@@ -817,7 +789,11 @@ mod tests {
 
     #[tokio::test]
     async fn control_characters_in_the_token_are_auth_expired() {
-        let b = Backend::new(Some("http://127.0.0.1:9".into()), Duration::from_secs(1)).unwrap();
+        let b = Backend::new(
+            Some("http://127.0.0.1:9".parse().unwrap()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         let err = b.authed("a\nb").get::<Value>("/x").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AuthExpired);
         assert!(!err.to_string().contains("a\nb"));

@@ -7,25 +7,41 @@ use serde_json::Value;
 
 use crate::backend::auth_server::{AuthServer, LogoutScope};
 use crate::error::{Error, Result};
-use crate::session::model::{jwt_expiry, unix_now};
+use crate::session::gate::Gate;
+use crate::session::model::{derive_expiry, unix_now};
 use crate::session::refresh::Refresher;
 use crate::session::{AuthState, Secret, Session, Sessions, SignOutReason};
 
 /// `auth_store_session` params: a supabase-js `Session` passes as is; unknown fields are
 /// ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[schemars(
+    description = "The session to store. A supabase-js `Session` object passes as is: unknown fields are ignored. `access_token` (or its alias `token`) is required. Without `expires_at` and `expires_in`, the access token's JWT `exp` claim is read (not verified). Not both `access_token` and `token`.",
+    transform = crate::schema::Alias("access_token", "token"),
+    example = serde_json::json!({"access_token": "<access token>", "refresh_token": "<refresh token>", "expires_in": 3600, "user": {"id": "user-1"}})
+)]
 pub struct StoreSessionParams {
+    /// The access token sent to the backend as `Authorization: Bearer`. Required (or
+    /// `token`); must not be empty.
     #[serde(alias = "token")]
+    #[schemars(regex(pattern = r"\S"))]
     pub access_token: String,
+    /// The GoTrue refresh token; without it (or without an auth URL) the session cannot be
+    /// refreshed.
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// When the access token expires, in unix seconds. Wins over `expires_in`.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// Seconds from now until the access token expires.
     #[serde(default)]
     pub expires_in: Option<i64>,
+    /// Usually `bearer`.
     #[serde(default)]
     pub token_type: Option<String>,
+    /// The user object; its `id` becomes `userId`.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub user: Option<Value>,
 }
 
@@ -38,10 +54,7 @@ impl StoreSessionParams {
             Some(user @ Value::Object(_)) => Some(user),
             Some(_) => return Err(Error::invalid_params("user", "must be an object")),
         };
-        let expires_at = self
-            .expires_at
-            .or_else(|| self.expires_in.map(|seconds| now.saturating_add(seconds)))
-            .or_else(|| jwt_expiry(access_token.expose()));
+        let expires_at = derive_expiry(self.expires_at, self.expires_in, &access_token, now);
         Ok(Session {
             refresh_token: self.refresh_token.and_then(Secret::new),
             access_token,
@@ -61,19 +74,34 @@ pub async fn get_state(sessions: &Sessions) -> AuthState {
     sessions.state().await
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Whether a stored session was removed (always false for `auth_sign_out` `others`).
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Removed {
+    /// Whether a stored session was removed.
     pub removed: bool,
 }
+
+/// The user as the auth server sees it now (GoTrue `GET /user`, as supabase-js `getUser`),
+/// keys as the auth server wrote them.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(transparent)]
+#[schemars(
+    extend("required" = ["id"], "properties" = {"id": {"description": "The user's id.", "type": "string", "minLength": 1}})
+)]
+pub struct AuthUser(#[schemars(with = "serde_json::Map<String, Value>")] pub Value);
 
 pub async fn clear_session(sessions: &Sessions) -> Result<Removed> {
     let removed = sessions.sign_out(SignOutReason::SignedOut).await?;
     Ok(Removed { removed })
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How far to sign out, as GoTrue's `/logout?scope=`.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignOutParams {
+    /// `local` (default): this session; `global`: every session of the user; `others`: every
+    /// other session, keeping this one.
     #[serde(default)]
     pub scope: LogoutScope,
 }
@@ -112,36 +140,23 @@ pub async fn refresh_session(sessions: &Sessions, refresher: &Arc<Refresher>) ->
     Ok(sessions.state().await)
 }
 
-/// `auth_get_user`: the user as the auth server sees it now. A session it no longer knows
-/// is ended (if it is still the stored one); other failures leave the session alone.
-///
-/// As supabase-js `getUser`, an access token about to expire is refreshed first: an expired
-/// one would be refused by `/user` and taken for a session the server no longer knows.
-pub async fn get_user(
-    sessions: &Sessions,
-    auth: Option<&AuthServer>,
-    refresher: &Arc<Refresher>,
-) -> Result<Value> {
+/// `auth_get_user`: the user as the auth server sees it now, through the session gate: the
+/// access token is refreshed first when about to expire (as supabase-js `getUser`: an
+/// expired one would be refused by `/user` and taken for a session the server no longer
+/// knows), and a session the server no longer knows is ended. Other failures leave the
+/// session alone.
+pub async fn get_user(gate: &Gate, auth: Option<&AuthServer>) -> Result<Value> {
     let auth = auth.ok_or_else(|| {
         Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
     })?;
-    let session = sessions.current().await.ok_or_else(Error::no_session)?;
-    let session = refresher.fresh(session).await?;
-    match auth.user(session.access_token.expose()).await {
-        Ok(user) => {
-            sessions
-                .update_user_if_current(&session, user.clone())
-                .await?;
-            Ok(user)
-        }
-        Err(error @ Error::AuthExpired { .. }) => {
-            sessions
-                .end_if_current(&session, SignOutReason::Expired)
-                .await;
-            Err(error)
-        }
-        Err(error) => Err(error),
-    }
+    gate.with_session(|session| async move {
+        let user = auth.user(session.access_token.expose()).await?;
+        gate.sessions()
+            .update_user_if_current(&session, user.clone())
+            .await?;
+        Ok(user)
+    })
+    .await
 }
 
 #[cfg(test)]

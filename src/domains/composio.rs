@@ -17,6 +17,7 @@
 //! Anything that cannot be normalized is a malformed backend answer (reported to Sentry).
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use schemars::JsonSchema;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -49,56 +50,105 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// Longest toolkit slug or connection id accepted in params.
 const MAX_PARAM_CHARS: usize = 256;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The control characters refused in params (`char::is_control`), as a JSON Schema pattern.
+const CONTROL_CHARS: &str = r"[\x00-\x1f\x7f-\x9f]";
+
+/// The Composio toolkits the user can connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct ToolkitList {
+    /// Toolkit slugs, e.g. `github`.
+    #[schemars(inner(length(min = 1)))]
     pub toolkits: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One Composio connection of the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Connection {
+    /// The connection id, as `composio_delete_connection` takes it.
+    #[schemars(length(min = 1))]
     pub id: String,
+    /// The toolkit slug.
+    #[schemars(length(min = 1))]
     pub toolkit: String,
+    /// The backend's status, e.g. `ACTIVE` or `INITIATED`; `unknown` when it gave none.
+    #[schemars(length(min = 1))]
     pub status: String,
+    /// When the connection was made, as the backend wrote it (usually RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub created_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The user's Composio connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct ConnectionList {
     pub connections: Vec<Connection>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The toolkit to connect.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"toolkit": "github"}))]
 pub struct AuthorizeParams {
-    /// The toolkit slug, e.g. `github`.
+    /// The toolkit slug, e.g. `github`: not blank, at most 256 characters, no control
+    /// characters.
     #[serde(deserialize_with = "toolkit_param")]
+    #[schemars(
+        regex(pattern = r"\S"),
+        length(max = MAX_PARAM_CHARS),
+        extend("not" = {"pattern": CONTROL_CHARS})
+    )]
     pub toolkit: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A connection started; the shell opens `connectUrl` in the browser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Authorization {
+    /// The URL where the user grants access.
+    #[schemars(length(min = 1))]
     pub connect_url: String,
+    /// The id of the new connection.
+    #[schemars(length(min = 1))]
     pub connection_id: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The connection to delete. `connectionId` (or its alias `connection_id`) is required. Not
+/// both `connectionId` and `connection_id`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    transform = crate::schema::Alias("connectionId", "connection_id"),
+    example = serde_json::json!({"connectionId": "ca_1"})
+)]
 pub struct DeleteConnectionParams {
+    /// The connection id, from `composio_list_connections` or `composio_authorize`: not
+    /// blank, at most 256 characters, no control characters, not `.` or `..`. Required (or
+    /// `connection_id`).
     #[serde(
         rename = "connectionId",
         alias = "connection_id",
         deserialize_with = "connection_id_param"
     )]
+    #[schemars(
+        regex(pattern = r"\S"),
+        length(max = MAX_PARAM_CHARS),
+        extend("not" = {"anyOf": [{"pattern": CONTROL_CHARS}, {"enum": [".", ".."]}]})
+    )]
     pub connection_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Whether the backend deleted the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Deleted {
     pub deleted: bool,
 }
@@ -199,11 +249,10 @@ fn connection_path(id: &str) -> Result<String> {
 }
 
 fn malformed(message: impl Into<String>) -> Error {
-    Error::Backend {
-        status: None,
-        message: format!("malformed backend response: {}", message.into()),
-        malformed: true,
-    }
+    Error::malformed_answer(
+        None,
+        format!("malformed backend response: {}", message.into()),
+    )
 }
 
 /// A string, or a number written as a string.

@@ -1,12 +1,16 @@
 //! Public methods about the sidecar itself.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Protocol version of this method set; bumped on breaking changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Always `{"pong": true}`.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Pong {
+    #[schemars(extend("const" = true))]
     pub pong: bool,
 }
 
@@ -14,10 +18,18 @@ pub fn ping() -> Pong {
     Pong { pong: true }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The sidecar's name and version, and the protocol version of this method set.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Version {
+    /// The crate name, `core-sidecar`.
+    #[schemars(length(min = 1))]
     pub name: &'static str,
+    /// The sidecar's semver version.
+    #[schemars(length(min = 1))]
     pub version: &'static str,
+    /// The protocol version of this method set; bumped on breaking changes.
+    #[schemars(extend("const" = PROTOCOL_VERSION))]
     pub protocol: u32,
 }
 

@@ -6,9 +6,13 @@ pub mod composio;
 pub mod core;
 pub mod user;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The params of a method that takes none: `{}` or absent. Unknown fields are refused.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    description = "Takes no params: send `{}`, `[]` or leave `params` out. Unknown params are refused (-32602)."
+)]
 pub struct NoParams {}

@@ -5,7 +5,9 @@
 //! nothing else is unwrapped, and any token- or secret-shaped field is removed at every
 //! depth, since no method ever returns a token.
 
-use serde_json::Value;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::NoParams;
 use crate::backend::BackendClient;
@@ -24,10 +26,16 @@ const SECRET_FIELDS: &[&str] = &[
     "apikey",
 ];
 
+/// The user object as the product backend knows it (`GET /auth/me`), keys as the backend
+/// wrote them. Token- and secret-shaped fields are removed at every depth.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Profile(#[schemars(with = "Map<String, Value>")] pub Value);
+
 /// `GET /auth/me` -> the user object.
-pub async fn get_profile(api: BackendClient, _: NoParams) -> Result<Value> {
+pub async fn get_profile(api: BackendClient, _: NoParams) -> Result<Profile> {
     let data: Value = api.get("/auth/me").await?;
-    normalize_profile(data)
+    normalize_profile(data).map(Profile)
 }
 
 fn normalize_profile(data: Value) -> Result<Value> {
@@ -40,11 +48,10 @@ fn normalize_profile(data: Value) -> Result<Value> {
             }
         }
         _ => {
-            return Err(Error::Backend {
-                status: None,
-                message: "malformed backend response: /auth/me data is not a user object".into(),
-                malformed: true,
-            });
+            return Err(Error::malformed_answer(
+                None,
+                "malformed backend response: /auth/me data is not a user object",
+            ));
         }
     };
     strip_secrets(&mut user);
@@ -102,7 +109,7 @@ mod tests {
     fn non_objects_are_malformed() {
         for bad in [json!(null), json!([1]), json!("u1")] {
             let err = normalize_profile(bad).unwrap_err();
-            assert!(err.is_reportable());
+            assert!(crate::telemetry::is_reportable(&err));
         }
     }
 }

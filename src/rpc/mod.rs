@@ -12,8 +12,6 @@
 
 mod dispatch;
 mod framing;
-#[cfg(test)]
-mod fuzz_regressions;
 mod outbox;
 
 use std::future::Future;
@@ -31,18 +29,23 @@ pub use dispatch::{Dispatcher, Reply};
 pub use framing::{Frame, LineReader};
 pub use outbox::Outbox;
 
-/// Limits of the transport (DESIGN.md section 2).
+/// Limits of the transport (docs/protocol.md, "Wire rules").
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_in_flight: usize,
     pub max_line_bytes: usize,
 }
 
+/// Requests handled at once by default (`CORE_SIDECAR_MAX_IN_FLIGHT`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Longest accepted line by default, 16 MiB (`CORE_SIDECAR_MAX_LINE_BYTES`).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_in_flight: 256,
-            max_line_bytes: 16 * 1024 * 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 }

@@ -1,5 +1,12 @@
-//! The session gate: the only code that reads the session for a domain call, attaches the
-//! token, and decides that a session has expired (DESIGN.md section 5).
+//! The session gate: the only code that reads the session for a call, decides "fresh enough,
+//! or refresh first", attaches the token, and ends a session that turned out to be gone
+//! (docs/protocol.md, "The session gate").
+//!
+//! Two ways through it:
+//! - [`Gate::call`], for the product backend: the domain gets a [`BackendClient`] that
+//!   carries the token, and a backend 401 gets one refresh and one retry.
+//! - [`Gate::with_session`], for the auth server's session endpoints (`/user`): the caller
+//!   gets the session itself, and an `auth_expired` answer ends it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +32,29 @@ impl Gate {
         }
     }
 
+    /// The session store the gate reads.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Runs `call` with the session (refreshed first when about to expire). When `call` says
+    /// the session is gone (`auth_expired`), the session is ended if it is still the stored
+    /// one, with one SIGNED_OUT `expired`.
+    pub async fn with_session<R, F, Fut>(&self, call: F) -> Result<R>
+    where
+        F: FnOnce(Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let session = self.session().await?;
+        match call(session.clone()).await {
+            Err(error @ Error::AuthExpired { .. }) => {
+                self.expire(&session).await;
+                Err(error)
+            }
+            other => other,
+        }
+    }
+
     /// Runs a domain call with a client that carries the session's access token.
     ///
     /// 1. No session: `auth_expired` (`no_session`).
@@ -40,7 +70,7 @@ impl Gate {
         if !self.backend.is_configured() {
             return Err(Error::Unavailable(NO_BACKEND_MESSAGE.into()));
         }
-        let session = self.fresh_session().await?;
+        let session = self.session().await?;
         let error = match domain_call(self.client(&session)).await {
             Err(error) if is_backend_unauthorized(&error) => error,
             other => return other,
@@ -61,8 +91,9 @@ impl Gate {
         Err(error)
     }
 
-    /// The cached session, refreshed first when it is about to expire.
-    async fn fresh_session(&self) -> Result<Arc<Session>> {
+    /// The cached session, refreshed first when it is about to expire: the one place that
+    /// decides.
+    async fn session(&self) -> Result<Arc<Session>> {
         let session = self
             .sessions
             .current()
@@ -75,13 +106,14 @@ impl Gate {
         self.backend.authed(session.access_token.expose())
     }
 
+    /// The one place a call ends a session it found gone.
     async fn expire(&self, session: &Session) {
         if self
             .sessions
             .end_if_current(session, SignOutReason::Expired)
             .await
         {
-            tracing::info!("backend rejected the session token; session cleared");
+            tracing::info!("the session token was rejected; session cleared");
         }
     }
 }

@@ -13,27 +13,20 @@ pub mod refresh;
 pub mod store;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::config::KeyringKind;
 use crate::error::Result;
-pub use model::{AuthEvent, AuthState, AuthStateChanged, Secret, Session, SignOutReason};
+use crate::telemetry::Telemetry;
+pub use model::{
+    AuthEvent, AuthState, AuthStateChanged, Secret, Session, SignOutReason, StoredSession,
+};
 use store::SessionStore;
+pub use store::StoreOptions;
 
 /// Receives every change of the stored session. The transport turns it into an
 /// `auth_state_changed` notification; it must not block.
 pub type EventSink = Arc<dyn Fn(AuthStateChanged) + Send + Sync>;
-
-/// Where the session is kept.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub kind: KeyringKind,
-    pub service: String,
-    pub profile: String,
-    pub timeout: Duration,
-}
 
 pub struct Sessions {
     current: RwLock<Option<Arc<Session>>>,
@@ -43,16 +36,20 @@ pub struct Sessions {
     /// change emits its one notification before the next begins.
     changes: Mutex<()>,
     events: EventSink,
+    /// Learns every token made current (so logs and errors redact it by value) and takes
+    /// the keyring faults no caller sees (at start, on an expiry in the background).
+    telemetry: Telemetry,
 }
 
 impl Sessions {
-    pub fn new(options: StoreOptions, events: EventSink) -> Arc<Self> {
+    pub fn new(options: StoreOptions, events: EventSink, telemetry: Telemetry) -> Arc<Self> {
         Arc::new(Self {
             current: RwLock::new(None),
             store: OnceCell::new(),
             options,
             changes: Mutex::new(()),
             events,
+            telemetry,
         })
     }
 
@@ -62,8 +59,10 @@ impl Sessions {
     async fn store(&self) -> &SessionStore {
         self.store
             .get_or_init(|| async {
-                let o = &self.options;
-                let store = SessionStore::open(o.kind, &o.service, &o.profile, o.timeout).await;
+                let store = SessionStore::open(&self.options).await;
+                if let Some(error) = store.unusable_keyring() {
+                    self.telemetry.report(error);
+                }
                 self.load_from(&store).await;
                 store
             })
@@ -76,13 +75,13 @@ impl Sessions {
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the stored session; starting signed out");
+                self.telemetry.report(&e);
                 return;
             }
         };
-        match serde_json::from_str::<Session>(&secret) {
-            Ok(session) => self.set_current(Some(Arc::new(session))),
-            // The message of a serde error can quote the input: keep it out of the log.
-            Err(_) => tracing::warn!("the stored session is unreadable; starting signed out"),
+        match StoredSession::from_json(&secret) {
+            Some(session) => self.set_current(Some(Arc::new(session))),
+            None => tracing::warn!("the stored session is unreadable; starting signed out"),
         }
     }
 
@@ -104,7 +103,12 @@ impl Sessions {
             .clone()
     }
 
+    /// The one place a session becomes current: its tokens are made known to the scrubber
+    /// here, before anything can echo them.
     fn set_current(&self, session: Option<Arc<Session>>) {
+        for secret in session.iter().flat_map(|s| s.secrets()) {
+            self.telemetry.scrubber().remember(secret.expose());
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = session;
     }
 
@@ -117,7 +121,7 @@ impl Sessions {
     pub async fn sign_in(&self, session: Session) -> Result<AuthState> {
         let store = self.store().await;
         let _change = self.changes.lock().await;
-        store.save(&serialize(&session)).await?;
+        store.save(&StoredSession::to_json(&session)).await?;
         self.set_current(Some(Arc::new(session)));
         Ok(self.emit(AuthEvent::SignedIn, store))
     }
@@ -150,7 +154,10 @@ impl Sessions {
         }
         self.set_current(None);
         if let Err(e) = store.delete().await {
+            // Nobody waits on this answer (a background refresh, a call that already failed):
+            // the fault is reported here or not at all.
             tracing::warn!(error = %e, "could not remove the expired session from the keyring");
+            self.telemetry.report(&e);
         }
         self.emit(AuthEvent::SignedOut(reason), store);
         true
@@ -173,7 +180,7 @@ impl Sessions {
         {
             return Ok(false);
         }
-        store.save(&serialize(&next)).await?;
+        store.save(&StoredSession::to_json(&next)).await?;
         self.set_current(Some(Arc::new(next)));
         if let Some(event) = event {
             self.emit(event, store);
@@ -200,9 +207,4 @@ impl Sessions {
         (self.events)(AuthStateChanged::new(event, state.clone()));
         state
     }
-}
-
-fn serialize(session: &Session) -> String {
-    // A struct of strings, numbers and a JSON value cannot fail to serialize.
-    serde_json::to_string(session).expect("session serializes")
 }

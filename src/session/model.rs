@@ -7,11 +7,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A token. Its `Debug` never shows the value, so a stray `{:?}` cannot leak it.
-/// Every `Secret` made is remembered by [`crate::telemetry::scrub`], which then redacts it by
-/// value wherever it shows up (an error body that echoes it, a log line).
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// A token. Its `Debug` never shows the value, so a stray `{:?}` cannot leak it, and it is
+/// not `Serialize`: a struct holding one cannot be written out by accident. The one
+/// serialized form of a session is [`StoredSession`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -21,19 +20,11 @@ impl Secret {
         if value.trim().is_empty() {
             return None;
         }
-        crate::telemetry::remember_secret(&value);
         Some(Self(value))
     }
 
     pub fn expose(&self) -> &str {
         &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = String::deserialize(deserializer)?;
-        Self::new(value).ok_or_else(|| serde::de::Error::custom("empty token"))
     }
 }
 
@@ -45,21 +36,68 @@ impl fmt::Debug for Secret {
 
 /// A signed-in session. There is always an access token: "no session" is `None`, never a
 /// session with an empty token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub access_token: Secret,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<Secret>,
     /// Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Value>,
 }
 
+/// The session as the keyring holds it: one JSON object, so a write is atomic. The only
+/// type that serializes a token.
+#[derive(Serialize, Deserialize)]
+pub struct StoredSession {
+    access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<Value>,
+}
+
+impl StoredSession {
+    /// The keyring secret of `session`.
+    pub fn to_json(session: &Session) -> String {
+        let stored = StoredSession {
+            access_token: session.access_token.expose().to_string(),
+            refresh_token: session
+                .refresh_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+            expires_at: session.expires_at,
+            token_type: session.token_type.clone(),
+            user: session.user.clone(),
+        };
+        // Strings, numbers and a JSON value cannot fail to serialize.
+        serde_json::to_string(&stored).expect("a stored session serializes")
+    }
+
+    /// The session in a keyring secret; `None` when it is not one (the reason is not given:
+    /// a serde error can quote the input, which holds tokens).
+    pub fn from_json(secret: &str) -> Option<Session> {
+        let stored: StoredSession = serde_json::from_str(secret).ok()?;
+        Some(Session {
+            access_token: Secret::new(stored.access_token)?,
+            refresh_token: stored.refresh_token.and_then(Secret::new),
+            expires_at: stored.expires_at,
+            token_type: stored.token_type,
+            user: stored.user,
+        })
+    }
+}
+
 impl Session {
+    /// The tokens this session holds, for the scrubber to redact by value.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.access_token).chain(self.refresh_token.as_ref())
+    }
+
     pub fn user_id(&self) -> Option<String> {
         match self.user.as_ref()?.get("id")? {
             Value::String(id) => Some(id.clone()),
@@ -89,13 +127,26 @@ impl Session {
 }
 
 /// `auth_get_state`'s result: what the shell may know about the session. No token.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(
+    deny_unknown_fields,
+    description = "What the shell may know about the session. Never carries a token."
+)]
 pub struct AuthState {
+    /// Whether a session is stored.
     pub is_authenticated: bool,
+    /// The stored user's `id` (a numeric id is given as a string); null when signed out or
+    /// unknown.
     pub user_id: Option<String>,
+    /// The user object as stored with the session (`auth_store_session`, refreshed by
+    /// `auth_get_user` and token refreshes); null when signed out or unknown.
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub user: Option<Value>,
+    /// When the access token expires, in unix seconds; null when signed out or unknown.
     pub expires_at: Option<i64>,
+    /// False when the session lives only in memory because no OS keyring works (or
+    /// `CORE_SIDECAR_KEYRING=memory`).
     pub persistent: bool,
 }
 
@@ -112,15 +163,19 @@ impl AuthState {
 }
 
 /// Why a session ended, as `reason` on SIGNED_OUT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(
+    description = "`signed_out` (the shell asked), `expired` (the backend or auth server no longer accepts the session), `refresh_failed` (the refresh token was rejected)."
+)]
 pub enum SignOutReason {
     SignedOut,
     Expired,
     RefreshFailed,
 }
 
-/// The change carried by an `auth_state_changed` notification.
+/// The change carried by an `auth_state_changed` notification. A sign-out always has its
+/// reason, and nothing else has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthEvent {
     SignedIn,
@@ -128,28 +183,85 @@ pub enum AuthEvent {
     SignedOut(SignOutReason),
 }
 
+impl AuthEvent {
+    pub fn name(self) -> EventName {
+        match self {
+            Self::SignedIn => EventName::SignedIn,
+            Self::TokenRefreshed => EventName::TokenRefreshed,
+            Self::SignedOut(_) => EventName::SignedOut,
+        }
+    }
+
+    pub fn reason(self) -> Option<SignOutReason> {
+        match self {
+            Self::SignedOut(reason) => Some(reason),
+            Self::SignedIn | Self::TokenRefreshed => None,
+        }
+    }
+}
+
+/// `event` of an `auth_state_changed` notification, as the shell reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventName {
+    /// A session was stored (`auth_store_session`).
+    SignedIn,
+    /// The session was refreshed.
+    TokenRefreshed,
+    /// The session was removed; `reason` says why.
+    SignedOut,
+}
+
 /// `auth_state_changed` params.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    description = "Params of the `auth_state_changed` notification, sent (without an id) each time the stored session changes: exactly one per change.",
+    extend(
+        "if" = {"properties": {"event": {"const": "SIGNED_OUT"}}},
+        "then" = {
+            "required": ["reason"],
+            "properties": {"state": {"properties": {"isAuthenticated": {"const": false}}}}
+        },
+        "else" = {
+            "not": {"required": ["reason"]},
+            "properties": {"state": {"properties": {"isAuthenticated": {"const": true}}}}
+        }
+    )
+)]
 pub struct AuthStateChanged {
-    pub event: &'static str,
+    /// `SIGNED_IN` after `auth_store_session`; `TOKEN_REFRESHED` after a refresh;
+    /// `SIGNED_OUT` when the session is removed.
+    pub event: EventName,
+    /// `SIGNED_OUT` only: why the session ended.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SignOutReason")]
     pub reason: Option<SignOutReason>,
     pub state: AuthState,
 }
 
 impl AuthStateChanged {
     pub fn new(event: AuthEvent, state: AuthState) -> Self {
-        let (event, reason) = match event {
-            AuthEvent::SignedIn => ("SIGNED_IN", None),
-            AuthEvent::TokenRefreshed => ("TOKEN_REFRESHED", None),
-            AuthEvent::SignedOut(reason) => ("SIGNED_OUT", Some(reason)),
-        };
         Self {
-            event,
-            reason,
+            event: event.name(),
+            reason: event.reason(),
             state,
         }
     }
+}
+
+/// When an access token expires, from whichever the issuer gave: an absolute `expires_at`,
+/// a relative `expires_in` (from `now`), or else the token's own `exp` claim. The one
+/// derivation for tokens the shell stores and tokens the auth server issues.
+pub fn derive_expiry(
+    expires_at: Option<i64>,
+    expires_in: Option<i64>,
+    access_token: &Secret,
+    now: i64,
+) -> Option<i64> {
+    expires_at
+        .or_else(|| expires_in.map(|seconds| now.saturating_add(seconds)))
+        .or_else(|| jwt_expiry(access_token.expose()))
 }
 
 /// The `exp` claim of a JWT, read without verifying the signature: it only decides when to
@@ -182,11 +294,35 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_is_scrubbed_by_value_once_made() {
-        let secret = Secret::new("opaque-value-with-no-shape").unwrap();
-        let scrubbed = crate::telemetry::scrub("echoed: opaque-value-with-no-shape.");
-        assert_eq!(scrubbed, "echoed: [redacted].");
-        assert_eq!(secret.expose(), "opaque-value-with-no-shape");
+    fn the_stored_form_round_trips_and_is_the_only_one_with_tokens() {
+        let session = Session {
+            access_token: Secret::new("tok-123").unwrap(),
+            refresh_token: Secret::new("ref-456"),
+            expires_at: Some(100),
+            token_type: Some("bearer".into()),
+            user: Some(serde_json::json!({"id": "u1"})),
+        };
+        let json = StoredSession::to_json(&session);
+        assert!(
+            json.contains("tok-123") && json.contains("ref-456"),
+            "{json}"
+        );
+        assert_eq!(StoredSession::from_json(&json), Some(session.clone()));
+        assert!(!format!("{session:?}").contains("tok-123"));
+        assert_eq!(StoredSession::from_json(r#"{"access_token":""}"#), None);
+        assert_eq!(StoredSession::from_json("not json"), None);
+    }
+
+    #[test]
+    fn expiry_comes_from_expires_at_then_expires_in_then_the_jwt() {
+        // {"alg":"none"}.{"exp":1900000000}.sig
+        let jwt = Secret::new("eyJhbGciOiJub25lIn0.eyJleHAiOjE5MDAwMDAwMDB9.c2ln").unwrap();
+        assert_eq!(derive_expiry(Some(5), Some(10), &jwt, 1), Some(5));
+        assert_eq!(derive_expiry(None, Some(10), &jwt, 1), Some(11));
+        assert_eq!(derive_expiry(None, None, &jwt, 1), Some(1_900_000_000));
+        assert_eq!(derive_expiry(None, Some(i64::MAX), &jwt, 1), Some(i64::MAX));
+        let opaque = Secret::new("opaque").unwrap();
+        assert_eq!(derive_expiry(None, None, &opaque, 1), None);
     }
 
     #[test]

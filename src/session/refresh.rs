@@ -1,4 +1,4 @@
-//! Refreshing the session the way GoTrue expects (DESIGN.md section 7).
+//! Refreshing the session the way GoTrue expects (docs/protocol.md, "Refresh").
 //!
 //! Refresh tokens are single-use and rotate: using one twice can sign the user out. So:
 //! - **single-flight**: every caller (the gate, the ticker, `auth_refresh_session`) shares
@@ -22,8 +22,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backend::auth_server::{IssuedSession, TokenEndpoint};
 use crate::error::{AuthExpiredReason, Error, Result};
-use crate::session::model::{jwt_expiry, unix_now};
+use crate::session::model::{derive_expiry, unix_now};
 use crate::session::{AuthEvent, Secret, Session, Sessions, SignOutReason};
+use crate::telemetry::Telemetry;
 
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub const RETRY_BUDGET: Duration = Duration::from_secs(30);
@@ -53,16 +54,23 @@ pub struct Refresher {
     in_flight: Mutex<Option<Flight>>,
     next_tag: Mutex<u64>,
     rejected: Mutex<Vec<Secret>>,
+    /// Where the ticker's failures go: nobody else sees them.
+    telemetry: Telemetry,
 }
 
 impl Refresher {
-    pub fn new(sessions: Arc<Sessions>, endpoint: Option<Arc<dyn TokenEndpoint>>) -> Arc<Self> {
+    pub fn new(
+        sessions: Arc<Sessions>,
+        endpoint: Option<Arc<dyn TokenEndpoint>>,
+        telemetry: Telemetry,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions,
             endpoint,
             in_flight: Mutex::new(None),
             next_tag: Mutex::new(0),
             rejected: Mutex::new(Vec::new()),
+            telemetry,
         })
     }
 
@@ -260,6 +268,9 @@ impl Refresher {
         }
         if let Err(error) = self.refresh(session).await {
             tracing::warn!(error = %error, "auto-refresh failed");
+            // No caller waits on a tick: a fault here (a keyring that cannot store the new
+            // session, an auth server answering garbage) is reported here or never.
+            self.telemetry.report(&error);
         }
     }
 
@@ -295,19 +306,15 @@ fn is_fatal(error: &Error) -> bool {
 }
 
 fn refreshed_session(issued: IssuedSession, used: &Session) -> Result<Session> {
-    let access_token = Secret::new(issued.access_token).ok_or_else(|| Error::Backend {
-        status: None,
-        message: "the auth server returned an empty access token".into(),
-        malformed: true,
+    let access_token = Secret::new(issued.access_token).ok_or_else(|| {
+        Error::malformed_answer(None, "the auth server returned an empty access token")
     })?;
-    let expires_at = issued
-        .expires_at
-        .or_else(|| {
-            issued
-                .expires_in
-                .map(|seconds| unix_now().saturating_add(seconds))
-        })
-        .or_else(|| jwt_expiry(access_token.expose()));
+    let expires_at = derive_expiry(
+        issued.expires_at,
+        issued.expires_in,
+        &access_token,
+        unix_now(),
+    );
     Ok(Session {
         refresh_token: issued
             .refresh_token
@@ -367,11 +374,7 @@ mod tests {
     }
 
     fn transient(status: u16) -> Error {
-        Error::Backend {
-            status: Some(status),
-            message: "down".into(),
-            malformed: false,
-        }
+        Error::backend_status(status, "down")
     }
 
     fn fatal() -> Error {
@@ -394,12 +397,14 @@ mod tests {
                 service: "refresh-tests".into(),
                 profile: "default".into(),
                 timeout: Duration::from_secs(5),
+                fault: None,
             },
             Arc::new(move |change| lock(&sink).push(change)),
+            Telemetry::new(),
         );
         let script = Arc::new(script);
         let endpoint: Arc<dyn TokenEndpoint> = Arc::new(script.clone());
-        let refresher = Refresher::new(sessions.clone(), Some(endpoint));
+        let refresher = Refresher::new(sessions.clone(), Some(endpoint), Telemetry::new());
         Fixture {
             sessions,
             refresher,
@@ -427,8 +432,13 @@ mod tests {
             self.sessions.current().await.unwrap()
         }
 
-        fn events(&self) -> Vec<&'static str> {
-            lock(&self.events).iter().map(|e| e.event).collect()
+        /// The events' names as the shell reads them.
+        fn events(&self) -> Vec<String> {
+            lock(&self.events)
+                .iter()
+                .map(|e| serde_json::to_value(e.event).expect("a name").to_string())
+                .map(|name| name.trim_matches('"').to_string())
+                .collect()
         }
 
         fn calls(&self) -> Vec<Instant> {

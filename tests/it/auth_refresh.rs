@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 use crate::gotrue::{FakeGoTrue, unix_now};
-use crate::harness::{Sidecar, TIMEOUT, real_keyring, secret_tool_json, unique_service};
+use crate::harness::{Sidecar, TIMEOUT, secret_tool_json, unique_service};
 
 const API_KEY: &str = "anon-key-for-the-auth-refresh-tests";
 
@@ -649,10 +649,8 @@ async fn next_change(sidecar: &mut Sidecar) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
 async fn a_rotated_session_survives_a_restart_in_the_secret_service() {
-    if !real_keyring() {
-        return; // runs under scripts/with-keyring.sh (scripts/test.sh, CI)
-    }
     let fake = FakeGoTrue::start().await;
     let (access, refresh) = fake.seed_session_for("u-keyring", true);
     let service = unique_service("rotate");
@@ -703,10 +701,8 @@ async fn a_rotated_session_survives_a_restart_in_the_secret_service() {
 /// after a restart without any call; one persisted with an unknown refresh token is signed
 /// out the same way.
 #[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
 async fn the_first_tick_at_start_refreshes_or_signs_out_a_loaded_session() {
-    if !real_keyring() {
-        return;
-    }
     let fake = FakeGoTrue::start().await;
     let service = unique_service("tick");
     let env = [

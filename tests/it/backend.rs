@@ -1,6 +1,6 @@
-//! The gated domain methods against a fake backend (DESIGN.md sections 4 and 6): each
-//! method's happy path, and every backend answer mapped to its error code, `data` and
-//! Sentry outcome.
+//! The gated domain methods against a fake backend (docs/protocol.md, "Methods" and
+//! "Errors"): each method's happy path, and every backend answer mapped to its error code,
+//! `data` and Sentry outcome.
 
 use serde_json::{Value, json};
 

@@ -4,12 +4,17 @@
 //! - `harness`: spawn the binary, send lines, read responses and notifications, signals,
 //!   and the end-of-test check that no token reached stdout or stderr.
 //! - `fake_sentry`: an HTTP server that stores Sentry envelopes.
-//! - `wire`: DESIGN.md section 2 (JSON-RPC framing, errors, ids, shutdown).
+//! - `architecture`: ARCHITECTURE.md's import rules, read from src/, and no import cycle.
+//! - `wire`: docs/protocol.md's wire rules (JSON-RPC framing, errors, ids, shutdown).
 //! - `telemetry`: what reaches Sentry, scrubbed and deduplicated.
 //! - `fake_backend`: a fake product backend (composio, `/auth/me`) with canned failures.
 //! - `backend`: the gated domain methods, their happy paths and every error mapping.
-//! - `schema`: schema/ and openrpc.json, generated and up to date; every result, notification
-//!   and error the binary sends validates against its schema (`assert_valid_result`, ...).
+//! - `schema`: schema/openrpc.json, generated from the Rust types and up to date, served
+//!   byte for byte by `rpc.discover`; every result, notification and error the binary sends
+//!   validates against its schema (`assert_valid_result`, ...), driven by the document.
+//! - `method_table`: the router's registered methods are exactly the documented ones
+//!   (builds the app in process).
+//! - `fuzz_regressions`: inputs found by `fuzz/`, replayed through the real method table.
 //! - `js_client`: scripts/js/client.mjs, the Node client example, against the binary.
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 //! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
@@ -19,6 +24,7 @@
 //! - `load`: 10,000 mixed requests with 256 in flight; none lost, memory back near idle.
 //! - `bench_smoke`: the benchmark programs behind scripts/bench.sh, in their quick modes.
 
+mod architecture;
 mod auth_refresh;
 mod backend;
 mod bench_smoke;
@@ -26,11 +32,13 @@ mod demo;
 mod fake_backend;
 mod fake_sentry;
 mod faults;
+mod fuzz_regressions;
 mod gotrue;
 mod harness;
 mod hygiene;
 mod js_client;
 mod load;
+mod method_table;
 mod schema;
 mod session;
 mod telemetry;

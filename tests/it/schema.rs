@@ -1,18 +1,25 @@
-//! schema/: the machine-readable contract (DESIGN.md sections 2, 4 and 6).
+//! schema/: the machine-readable contract, generated from the Rust types (src/schema.rs,
+//! src/router.rs). Everything here is driven by the document and the method table: a new
+//! method needs no line in this file.
 //!
-//! - schema/openrpc.json is generated from the files beside it, here: the test fails when it
-//!   is stale, and `UPDATE_SCHEMA=1` (scripts/gen-openrpc.sh) rewrites it.
-//! - every schema file is a valid JSON Schema 2020-12 whose `$ref`s resolve; the OpenRPC
-//!   document is well formed and its error catalog is the library's.
+//! - schema/openrpc.json is what the generator produces, byte for byte: the test fails when
+//!   it is stale, and `UPDATE_SCHEMA=1` (scripts/gen-openrpc.sh) rewrites it. `rpc.discover`
+//!   through the real binary serves exactly that text.
+//! - the document is well-formed OpenRPC 1.3.2; every schema in it is valid draft-07 and
+//!   2020-12 (the subset meaning the same in both) and every `$ref` resolves; the error
+//!   catalog is the library's; each params schema has exactly the fields serde reads
+//!   (aliases included).
 //! - results, notifications and errors the real binary sends validate against their
-//!   schemas, and the params schemas accept and refuse what the server does.
+//!   schemas: every gated method is called with the example of its params schema (or `{}`)
+//!   against the fake backend, with and without a session. The params schemas accept and
+//!   refuse what the server does.
 //!
 //! Other test modules can check what they receive with [`assert_valid_result`],
 //! [`assert_valid_response`], [`assert_valid_error`] and [`assert_valid_notification`].
 #![allow(dead_code)] // the assert helpers are for every test module
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::Router;
@@ -21,368 +28,82 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jsonschema::{Draft, Validator};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::fake_backend::{Canned, FakeBackend};
 use crate::harness::{Sidecar, TEST_JWT, TEST_REFRESH_TOKEN, TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
-// The generator: schema files -> openrpc.json
+// schema/openrpc.json: generated, committed, served
 // ---------------------------------------------------------------------------------------
 
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
+fn openrpc_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/openrpc.json")
 }
 
-fn read_json(relative: &Path) -> Value {
-    let path = schema_dir().join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+fn committed_text() -> String {
+    std::fs::read_to_string(openrpc_path()).expect("read schema/openrpc.json")
 }
 
-/// `a/b/../c` -> `a/c`, without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                assert!(out.pop(), "{} climbs out of schema/", path.display());
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// The shared schemas, each a component of the OpenRPC document named by its `title`:
-/// everything under schema/defs/ and schema/notifications/, and schema/errors.json.
-fn shared_schema_files() -> Vec<PathBuf> {
-    let mut files = vec![PathBuf::from("errors.json")];
-    for dir in ["defs", "notifications"] {
-        files.extend(json_files_in(dir));
-    }
-    files
-}
-
-/// The `.json` files of a directory of schema/, relative to schema/, sorted.
-fn json_files_in(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(schema_dir().join(dir))
-        .unwrap_or_else(|e| panic!("cannot list schema/{dir}: {e}"))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "json"))
-        .map(|path| Path::new(dir).join(path.file_name().expect("file name")))
-        .collect();
-    files.sort();
-    files
-}
-
-struct Generator {
-    /// Shared schema file (relative to schema/) -> component name.
-    components: BTreeMap<PathBuf, String>,
-}
-
-impl Generator {
-    fn new() -> Self {
-        let mut components = BTreeMap::new();
-        let mut names = BTreeSet::new();
-        for file in shared_schema_files() {
-            let name = read_json(&file)["title"]
-                .as_str()
-                .unwrap_or_else(|| panic!("schema/{} has no title", file.display()))
-                .to_string();
-            assert!(
-                names.insert(name.clone()),
-                "two shared schemas named {name}"
-            );
-            components.insert(file, name);
-        }
-        Generator { components }
-    }
-
-    /// A schema as embedded in the document: no `$schema`/`$id`, and each `$ref` to a
-    /// shared file turned into a reference to its component.
-    fn embed(&self, schema: &Value, file: &Path) -> Value {
-        match schema {
-            Value::Object(object) => {
-                let mut out = Map::new();
-                for (key, value) in object {
-                    match key.as_str() {
-                        "$schema" | "$id" => {}
-                        "$ref" => {
-                            let reference = value.as_str().expect("$ref is a string");
-                            assert!(
-                                !reference.starts_with('#') && !reference.contains(':'),
-                                "schema/{}: only relative file references are supported, \
-                                 not {reference}",
-                                file.display()
-                            );
-                            let target =
-                                normalize(&file.parent().unwrap_or(Path::new("")).join(reference));
-                            let name = self.components.get(&target).unwrap_or_else(|| {
-                                panic!(
-                                    "schema/{}: $ref {reference} is not a shared schema \
-                                     (schema/defs/, schema/notifications/, schema/errors.json)",
-                                    file.display()
-                                )
-                            });
-                            out.insert(key.clone(), json!(format!("#/components/schemas/{name}")));
-                        }
-                        _ => {
-                            out.insert(key.clone(), self.embed(value, file));
-                        }
-                    }
-                }
-                Value::Object(out)
-            }
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.embed(v, file)).collect())
-            }
-            other => other.clone(),
-        }
-    }
-
-    /// One OpenRPC content descriptor per named param. A param is required when the params
-    /// schema requires it, or when it is the first of `anyOf: [{required: [name]},
-    /// {required: [alias]}]` (a param with an alias).
-    fn param_descriptors(&self, params: &Value, file: &Path) -> Vec<Value> {
-        let mut required: BTreeSet<&str> = params["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if let Some(first) = params["anyOf"].as_array().and_then(|a| a.first())
-            && let Some([name]) = first["required"].as_array().map(Vec::as_slice)
-        {
-            required.insert(name.as_str().expect("param name"));
-        }
-        let properties = params["properties"]
-            .as_object()
-            .unwrap_or_else(|| panic!("schema/{} has no properties", file.display()));
-        properties
-            .iter()
-            .map(|(name, schema)| {
-                let mut schema = schema.clone();
-                let description = schema.as_object_mut().and_then(|s| s.remove("description"));
-                let mut descriptor = json!({
-                    "name": name,
-                    "required": required.contains(name.as_str()),
-                    "schema": self.embed(&schema, file),
-                });
-                if let Some(description) = description {
-                    descriptor["description"] = description;
-                }
-                descriptor
-            })
-            .collect()
-    }
-
-    fn method(&self, entry: &Value) -> Value {
-        let name = entry["name"].as_str().expect("index method name");
-        let params_file = PathBuf::from(format!("methods/{name}.params.json"));
-        let result_file = PathBuf::from(format!("methods/{name}.result.json"));
-        let params = read_json(&params_file);
-        let mut result = read_json(&result_file);
-        assert_eq!(params["type"], "object", "{name}: params are by name");
-
-        let result_description = result
-            .as_object_mut()
-            .and_then(|r| r.remove("description"))
-            .unwrap_or_else(|| panic!("schema/{} has no description", result_file.display()));
-        let mut method = json!({
-            "name": name,
-            "summary": entry["summary"],
-            "tags": entry["tags"]
-                .as_array()
-                .expect("index method tags")
-                .iter()
-                .map(|tag| json!({"name": tag}))
-                .collect::<Vec<_>>(),
-            "paramStructure": "by-name",
-            "params": self.param_descriptors(&params, &params_file),
-            "result": {
-                "name": "result",
-                "description": result_description,
-                "schema": self.embed(&result, &result_file),
-            },
-            "errors": entry["errors"]
-                .as_array()
-                .expect("index method errors")
-                .iter()
-                .map(|key| json!({"$ref": format!("#/components/errors/{}", key.as_str().expect("error key"))}))
-                .collect::<Vec<_>>(),
-            "x-paramsSchema": self.embed(&params, &params_file),
-        });
-        if let Some(description) = entry.get("description") {
-            method["description"] = description.clone();
-        }
-        method
-    }
-
-    fn notification(&self, entry: &Value) -> Value {
-        let file = PathBuf::from(entry["schema"].as_str().expect("notification schema"));
-        let params = read_json(&file);
-        let component = &self.components[&file];
-        json!({
-            "name": entry["name"],
-            "summary": entry["summary"],
-            "paramStructure": "by-name",
-            "params": self.param_descriptors(&params, &file),
-            "x-paramsSchema": {"$ref": format!("#/components/schemas/{component}")},
-        })
-    }
-
-    fn document(&self) -> Value {
-        let index = read_json(Path::new("index.json"));
-        let schemas: Map<String, Value> = self
-            .components
-            .iter()
-            .map(|(file, name)| (name.clone(), self.embed(&read_json(file), file)))
-            .collect();
-        let tags: Map<String, Value> = index["tags"]
-            .as_object()
-            .expect("index tags")
-            .iter()
-            .map(|(name, description)| {
-                (
-                    name.clone(),
-                    json!({"name": name, "description": description}),
-                )
-            })
-            .collect();
-        json!({
-            "openrpc": "1.3.2",
-            "info": {
-                "title": index["info"]["title"],
-                "description": index["info"]["description"],
-                "version": env!("CARGO_PKG_VERSION"),
-            },
-            "methods": index["methods"]
-                .as_array()
-                .expect("index methods")
-                .iter()
-                .map(|entry| self.method(entry))
-                .collect::<Vec<_>>(),
-            "components": {
-                "schemas": schemas,
-                "errors": index["errors"],
-                "tags": tags,
-            },
-            "x-notifications": index["notifications"]
-                .as_array()
-                .expect("index notifications")
-                .iter()
-                .map(|entry| self.notification(entry))
-                .collect::<Vec<_>>(),
-        })
-    }
-}
-
-/// The OpenRPC document as generated from the schema files now.
-pub fn generate_openrpc() -> Value {
-    Generator::new().document()
-}
-
-/// The document the binary serves (compiled in from schema/openrpc.json).
+/// The document generated from the method table (what the binary serves).
 fn served() -> &'static Value {
-    core_sidecar::schema::openrpc()
+    core_sidecar::router::openrpc()
 }
 
-#[test]
-fn openrpc_json_is_generated_from_the_schema_files() {
-    let generated = generate_openrpc();
-    let path = schema_dir().join("openrpc.json");
-    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
-        .expect("schema/openrpc.json is JSON");
-    if on_disk == generated {
-        return;
-    }
-    if std::env::var_os("UPDATE_SCHEMA").is_some() {
-        let text = serde_json::to_string_pretty(&generated).expect("serialize") + "\n";
-        std::fs::write(&path, text).expect("write schema/openrpc.json");
-        return;
-    }
-    panic!(
-        "schema/openrpc.json is stale: it does not match schema/index.json and the schema \
-         files. Run scripts/gen-openrpc.sh (UPDATE_SCHEMA=1 cargo test --test it \
-         schema::openrpc_json_is_generated_from_the_schema_files) and commit the result."
-    );
-}
-
-#[test]
-fn the_binary_serves_the_current_openrpc_json() {
-    // Differs only between an `UPDATE_SCHEMA=1` run and the next build.
-    let on_disk: Value = read_json(Path::new("openrpc.json"));
-    assert_eq!(served(), &on_disk, "rebuild: the served document is stale");
-}
-
-// ---------------------------------------------------------------------------------------
-// The schema files and the document, statically
-// ---------------------------------------------------------------------------------------
-
-fn file_uri(relative: &Path) -> String {
-    format!("file://{}", schema_dir().join(relative).display())
-}
-
-/// A validator for a source schema file, its relative `$ref`s resolved from the disk.
-fn file_validator(relative: &Path) -> Validator {
-    let schema = read_json(relative);
-    jsonschema::options()
-        .with_draft(Draft::Draft202012)
-        .with_base_uri(file_uri(relative))
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("schema/{} does not compile: {e}", relative.display()))
-}
-
-fn index_methods() -> Vec<String> {
-    read_json(Path::new("index.json"))["methods"]
+/// The names of the documented methods, in the document's order.
+pub fn documented_methods() -> Vec<&'static str> {
+    served()["methods"]
         .as_array()
         .expect("methods")
         .iter()
-        .map(|m| m["name"].as_str().expect("name").to_string())
+        .map(|m| m["name"].as_str().expect("method name"))
         .collect()
 }
 
 #[test]
-fn every_schema_file_is_a_valid_2020_12_schema() {
-    let mut files = shared_schema_files();
-    files.extend(json_files_in("methods"));
-    for file in &files {
-        let schema = read_json(file);
-        assert_eq!(
-            schema["$schema"],
-            "https://json-schema.org/draft/2020-12/schema",
-            "schema/{} declares its dialect",
-            file.display()
+fn openrpc_json_is_generated_from_the_code() {
+    let generated = core_sidecar::schema::openrpc_text(served());
+    let committed = std::fs::read_to_string(openrpc_path()).unwrap_or_default();
+    if committed == generated {
+        return;
+    }
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(openrpc_path(), generated).expect("write schema/openrpc.json");
+        return;
+    }
+    panic!(
+        "schema/openrpc.json is stale: it is not what the method table (src/router.rs) and \
+         the Rust types generate. Run scripts/gen-openrpc.sh (UPDATE_SCHEMA=1 cargo test \
+         --test it schema::openrpc_json_is_generated_from_the_code) and commit the result."
+    );
+}
+
+#[tokio::test]
+async fn rpc_discover_serves_the_committed_file_byte_for_byte() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let response = sidecar.request("rpc.discover", Value::Null).await;
+    let document = response
+        .get("result")
+        .unwrap_or_else(|| panic!("rpc.discover: {response}"));
+    assert_valid_result("rpc.discover", document);
+    let received = core_sidecar::schema::openrpc_text(document);
+    let committed = committed_text();
+    if received != committed {
+        let line = received
+            .lines()
+            .zip(committed.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(|| "the end".to_string(), |i| format!("line {}", i + 1));
+        panic!(
+            "rpc.discover differs from schema/openrpc.json (first at {line}); run \
+             scripts/gen-openrpc.sh"
         );
-        if let Err(e) = jsonschema::draft202012::meta::validate(&schema) {
-            panic!(
-                "schema/{} is not a valid 2020-12 schema: {e}",
-                file.display()
-            );
-        }
-        file_validator(file);
     }
 }
 
-#[test]
-fn each_listed_method_has_a_params_and_a_result_schema_and_nothing_else_is_there() {
-    let mut expected: BTreeSet<PathBuf> = BTreeSet::new();
-    for name in index_methods() {
-        expected.insert(format!("methods/{name}.params.json").into());
-        expected.insert(format!("methods/{name}.result.json").into());
-    }
-    let present: BTreeSet<PathBuf> = json_files_in("methods").into_iter().collect();
-    let missing: Vec<_> = expected.difference(&present).collect();
-    let orphans: Vec<_> = present.difference(&expected).collect();
-    assert!(missing.is_empty(), "missing schema files: {missing:?}");
-    assert!(
-        orphans.is_empty(),
-        "schema files of methods not in schema/index.json: {orphans:?}"
-    );
-}
+// ---------------------------------------------------------------------------------------
+// The document, statically
+// ---------------------------------------------------------------------------------------
 
 /// Every `$ref` in a value, with where it is.
 fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
@@ -419,16 +140,18 @@ fn assert_only_keys(object: &Value, allowed: &[&str], what: &str) {
 }
 
 fn assert_schema_in_both_dialects(schema: &Value, what: &str) {
-    // OpenRPC 1.3.2 reads its schemas as draft-07; ours are written in the subset that means
-    // the same in draft-07 and 2020-12.
+    // OpenRPC 1.3.2 reads its schemas as draft-07; they are generated in the subset that
+    // means the same in draft-07 and 2020-12.
     if let Err(e) = jsonschema::draft7::meta::validate(schema) {
         panic!("{what}: not a valid draft-07 schema: {e}");
     }
     if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
         panic!("{what}: not a valid 2020-12 schema: {e}");
     }
+    let text = schema.to_string();
     for keyword in [
         "$defs",
+        "definitions",
         "prefixItems",
         "dependentRequired",
         "dependentSchemas",
@@ -437,10 +160,24 @@ fn assert_schema_in_both_dialects(schema: &Value, what: &str) {
         "$anchor",
         "$dynamicRef",
     ] {
-        let text = schema.to_string();
         assert!(
             !text.contains(&format!("\"{keyword}\"")),
-            "{what}: `{keyword}` means nothing in draft-07 (OpenRPC 1.3.2's dialect)"
+            "{what}: `{keyword}` does not mean the same in draft-07 (OpenRPC 1.3.2's dialect)"
+        );
+    }
+    // In draft-07 a `$ref` ignores its siblings.
+    let mut all = Vec::new();
+    refs(schema, "", &mut all);
+    for (at, _) in all {
+        let holder = if at.is_empty() {
+            schema
+        } else {
+            schema.pointer(&at).expect("pointer")
+        };
+        assert_eq!(
+            holder.as_object().map(|o| o.len()),
+            Some(1),
+            "{what}{at}: a `$ref` with siblings means different things in draft-07 and 2020-12"
         );
     }
 }
@@ -498,6 +235,10 @@ fn the_openrpc_document_is_well_formed() {
         .expect("components.schemas")
     {
         assert_schema_in_both_dialects(schema, &format!("components.schemas.{name}"));
+        assert!(
+            resolved(schema)["description"].is_string(),
+            "components.schemas.{name} has no description: give its type a doc comment"
+        );
     }
     for (key, error) in errors {
         assert_only_keys(
@@ -515,6 +256,10 @@ fn the_openrpc_document_is_well_formed() {
     for method in doc["methods"].as_array().expect("methods") {
         let name = method["name"].as_str().expect("method name");
         assert!(names.insert(name), "{name} listed twice");
+        assert!(
+            !core_sidecar::schema::is_test_hook(name),
+            "{name}: a test hook"
+        );
         assert_only_keys(
             method,
             &[
@@ -532,6 +277,10 @@ fn the_openrpc_document_is_well_formed() {
             ],
             name,
         );
+        assert!(
+            method["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{name}: no summary"
+        );
         assert_eq!(method["paramStructure"], "by-name", "{name}");
         for tag in method["tags"].as_array().expect("tags") {
             let tag = tag["name"].as_str().expect("tag name");
@@ -546,7 +295,13 @@ fn the_openrpc_document_is_well_formed() {
             assert_content_descriptor(param, &format!("{name} param"));
         }
         assert_content_descriptor(&method["result"], &format!("{name} result"));
-        assert_schema_in_both_dialects(&method["x-paramsSchema"], &format!("{name} params"));
+        assert!(
+            method["result"]["description"].is_string(),
+            "{name}: its result type has no doc comment"
+        );
+        let params = &method["x-paramsSchema"];
+        assert_schema_in_both_dialects(params, &format!("{name} params"));
+        assert_eq!(params["type"], "object", "{name}: params are by name");
         let codes: BTreeSet<i64> = method["errors"]
             .as_array()
             .expect("errors")
@@ -591,22 +346,59 @@ fn the_openrpc_document_is_well_formed() {
     }
 }
 
+/// A schema, or the component its `$ref` names.
+fn resolved(schema: &Value) -> &Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => served()
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{reference} does not resolve")),
+        None => schema,
+    }
+}
+
+#[test]
+fn params_schemas_have_exactly_the_fields_serde_reads() {
+    // schemars does not read serde aliases: a forgotten `schema::Alias` shows here.
+    for spec in core_sidecar::router::method_specs() {
+        let method = served()["methods"]
+            .as_array()
+            .expect("methods")
+            .iter()
+            .find(|m| m["name"] == spec.name)
+            .expect("every spec is in the document");
+        let in_schema: BTreeSet<&str> = method["x-paramsSchema"]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{}: params schema without properties", spec.name))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let read_by_serde: BTreeSet<&str> = (spec.params_fields)()
+            .unwrap_or_else(|| panic!("{}: params are not a struct", spec.name))
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(
+            in_schema, read_by_serde,
+            "{}: the params schema and serde disagree",
+            spec.name
+        );
+        let descriptors: BTreeSet<&str> = method["params"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(descriptors, in_schema, "{}", spec.name);
+    }
+}
+
 #[test]
 fn the_error_catalog_is_the_librarys() {
     use core_sidecar::error::ErrorKind;
     let doc = served();
     let catalog = doc["components"]["errors"].as_object().expect("errors");
-    let kinds = [
-        ErrorKind::AuthExpired,
-        ErrorKind::RateLimited,
-        ErrorKind::Backend,
-        ErrorKind::Unavailable,
-        ErrorKind::Storage,
-        ErrorKind::InvalidParams,
-        ErrorKind::Internal,
-    ];
-    assert_eq!(catalog.len(), kinds.len());
-    for kind in kinds {
+    assert_eq!(catalog.len(), ErrorKind::ALL.len());
+    for kind in ErrorKind::ALL {
         let entry = catalog
             .values()
             .find(|e| e["code"] == kind.code())
@@ -626,27 +418,24 @@ fn the_error_catalog_is_the_librarys() {
 // Validation helpers
 // ---------------------------------------------------------------------------------------
 
-/// The validators of one schema: the document's embedded copy read as 2020-12 and as
-/// draft-07 (OpenRPC's dialect), and the source file with its `$ref`s resolved from disk.
+/// The validators of one schema of the document, read as draft-07 (OpenRPC's dialect) and
+/// as 2020-12.
 struct Validators {
     what: String,
     all: Vec<(&'static str, Validator)>,
 }
 
 impl Validators {
-    fn new(what: String, pointer: &str, source: Option<&Path>) -> Self {
+    fn new(what: String, pointer: &str) -> Self {
         let mut root = served().clone();
         root["$ref"] = json!(format!("#{pointer}"));
         let mut all = Vec::new();
-        for (label, draft) in [("2020-12", Draft::Draft202012), ("draft-07", Draft::Draft7)] {
+        for (label, draft) in [("draft-07", Draft::Draft7), ("2020-12", Draft::Draft202012)] {
             let validator = jsonschema::options()
                 .with_draft(draft)
                 .build(&root)
                 .unwrap_or_else(|e| panic!("{what} ({label}) does not compile: {e}"));
             all.push((label, validator));
-        }
-        if let Some(source) = source {
-            all.push(("source file", file_validator(source)));
         }
         Validators { what, all }
     }
@@ -700,7 +489,6 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
             Validators::new(
                 format!("{name} result schema"),
                 &format!("/methods/{i}/result/schema"),
-                Some(&PathBuf::from(format!("methods/{name}.result.json"))),
             ),
         );
         params.insert(
@@ -708,7 +496,6 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
             Validators::new(
                 format!("{name} params schema"),
                 &format!("/methods/{i}/x-paramsSchema"),
-                Some(&PathBuf::from(format!("methods/{name}.params.json"))),
             ),
         );
     }
@@ -720,31 +507,15 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         .enumerate()
     {
         let name = notification["name"].as_str().expect("name").to_string();
-        let source = notification["x-paramsSchema"]["$ref"]
-            .as_str()
-            .and_then(|r| r.strip_prefix("#/components/schemas/"))
-            .map(|component| {
-                Generator::new()
-                    .components
-                    .into_iter()
-                    .find(|(_, name)| name == component)
-                    .map(|(file, _)| file)
-                    .expect("notification component file")
-            });
         notifications.insert(
             name.clone(),
             Validators::new(
                 format!("{name} notification params schema"),
                 &format!("/x-notifications/{i}/x-paramsSchema"),
-                source.as_deref(),
             ),
         );
     }
-    let error = Validators::new(
-        "error schema".into(),
-        "/components/schemas/Error",
-        Some(Path::new("errors.json")),
-    );
+    let error = Validators::new("error schema".into(), "/components/schemas/Error");
     Registry {
         results,
         params,
@@ -753,13 +524,13 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     }
 });
 
-/// Panics unless `result` is valid for `method`'s result schema (the served OpenRPC document
-/// in both dialects, and the source file).
+/// Panics unless `result` is valid for `method`'s result schema (the served OpenRPC
+/// document, read as draft-07 and as 2020-12).
 pub fn assert_valid_result(method: &str, result: &Value) {
     REGISTRY
         .results
         .get(method)
-        .unwrap_or_else(|| panic!("{method} is not in schema/openrpc.json"))
+        .unwrap_or_else(|| panic!("{method} is not in the OpenRPC document"))
         .assert_valid(result);
 }
 
@@ -768,11 +539,11 @@ pub fn params_are_valid(method: &str, params: &Value) -> bool {
     REGISTRY
         .params
         .get(method)
-        .unwrap_or_else(|| panic!("{method} is not in schema/openrpc.json"))
+        .unwrap_or_else(|| panic!("{method} is not in the OpenRPC document"))
         .is_valid(params)
 }
 
-/// Panics unless `error` (a response's `error` member) is valid for schema/errors.json.
+/// Panics unless `error` (a response's `error` member) is valid for the `Error` schema.
 pub fn assert_valid_error(error: &Value) {
     REGISTRY.error.assert_valid(error);
 }
@@ -798,7 +569,7 @@ pub fn assert_valid_notification(notification: &Value) {
     REGISTRY
         .notifications
         .get(method)
-        .unwrap_or_else(|| panic!("notification {method} is not in schema/openrpc.json"))
+        .unwrap_or_else(|| panic!("notification {method} is not in the OpenRPC document"))
         .assert_valid(&notification["params"]);
 }
 
@@ -817,6 +588,9 @@ fn the_schemas_refuse_what_the_contract_refuses() {
     let mut no_reason = signed_out.clone();
     no_reason.as_object_mut().unwrap().remove("reason");
     assert!(!REGISTRY.notifications["auth_state_changed"].is_valid(&no_reason));
+    let mut unknown_event = signed_out.clone();
+    unknown_event["event"] = json!("SIGNED_UP");
+    assert!(!REGISTRY.notifications["auth_state_changed"].is_valid(&unknown_event));
 
     assert!(
         REGISTRY
@@ -922,6 +696,40 @@ async fn call_err(sidecar: &mut Sidecar, method: &str, params: Value) -> Value {
         .clone()
 }
 
+/// Each method's params for a call that should succeed: the first example of its params
+/// schema (`#[schemars(example = ...)]` on the params type), else `{}`.
+fn example_params(method: &Value) -> Value {
+    let name = method["name"].as_str().expect("name");
+    let schema = &method["x-paramsSchema"];
+    let params = schema["examples"]
+        .as_array()
+        .and_then(|examples| examples.first())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    assert!(
+        params_are_valid(name, &params),
+        "{name}: its params schema refuses {params}; give its params type a valid \
+         #[schemars(example = ...)]"
+    );
+    params
+}
+
+/// Every gated method of the document, with its example params.
+fn gated_methods() -> Vec<(String, Value)> {
+    served()["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .filter(|m| m["tags"][0]["name"] == "gated")
+        .map(|m| {
+            (
+                m["name"].as_str().expect("name").to_string(),
+                example_params(m),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn every_method_result_and_notification_matches_its_schema() {
     let backend = FakeBackend::start(TEST_JWT).await;
@@ -935,8 +743,8 @@ async fn every_method_result_and_notification_matches_its_schema() {
         .secret(REFRESHED_JWT)
         .secret(REFRESHED_REFRESH_TOKEN);
     let mut called = BTreeSet::new();
-    let mut call = async |sidecar: &mut Sidecar, method: &'static str, params: Value| {
-        called.insert(method);
+    let mut call = async |sidecar: &mut Sidecar, method: &str, params: Value| {
+        called.insert(method.to_string());
         call_ok(sidecar, method, params).await
     };
 
@@ -965,21 +773,10 @@ async fn every_method_result_and_notification_matches_its_schema() {
     assert_eq!(state["userId"], "user-1");
     call(&mut sidecar, "auth_get_state", json!({})).await;
 
-    call(&mut sidecar, "composio_list_toolkits", Value::Null).await;
-    call(&mut sidecar, "composio_list_connections", Value::Null).await;
-    call(
-        &mut sidecar,
-        "composio_authorize",
-        json!({"toolkit": "github"}),
-    )
-    .await;
-    call(
-        &mut sidecar,
-        "composio_delete_connection",
-        json!({"connectionId": "ca_1"}),
-    )
-    .await;
-    call(&mut sidecar, "user_get_profile", Value::Null).await;
+    // Every gated method, from the document: no line here per method.
+    for (method, params) in gated_methods() {
+        call(&mut sidecar, &method, params).await;
+    }
 
     call(&mut sidecar, "auth_get_user", Value::Null).await;
     // The refresh rotates the tokens: the backend must accept the new one from here on.
@@ -1000,9 +797,12 @@ async fn every_method_result_and_notification_matches_its_schema() {
     assert_eq!(removed["removed"], true);
     call(&mut sidecar, "auth_clear_session", Value::Null).await;
 
-    let documented: BTreeSet<&str> = core_sidecar::schema::method_names().into_iter().collect();
+    let documented: BTreeSet<String> = documented_methods().into_iter().map(String::from).collect();
     let missed: Vec<_> = documented.difference(&called).collect();
-    assert!(missed.is_empty(), "not exercised here: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "public methods not exercised here: {missed:?}"
+    );
 
     // Every change of the session told the shell, each notification valid.
     sidecar.close_stdin();
@@ -1021,6 +821,42 @@ async fn every_method_result_and_notification_matches_its_schema() {
             events.iter().any(|e| e == event),
             "no {event} in {events:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn every_gated_method_fails_as_its_schema_says() {
+    let backend = FakeBackend::start(TEST_JWT).await;
+    let backend_url = backend.url();
+    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_BACKEND_URL", &backend_url)]);
+
+    let gated = gated_methods();
+    for (method, params) in &gated {
+        let error = call_err(&mut sidecar, method, params.clone()).await;
+        assert_eq!(error["code"], -32001, "{method}");
+        assert_eq!(error["data"]["reason"], "no_session", "{method}");
+    }
+    call_ok(
+        &mut sidecar,
+        "auth_store_session",
+        json!({"access_token": TEST_JWT}),
+    )
+    .await;
+    for (status, code) in [(429, -32002), (502, -32003)] {
+        backend.set_canned(Canned::reply(
+            status,
+            r#"{"success":false,"error":"canned"}"#,
+        ));
+        for (method, params) in &gated {
+            let error = call_err(&mut sidecar, method, params.clone()).await;
+            assert_eq!(error["code"], code, "{method} on {status}");
+        }
+    }
+    // Malformed bodies are backend errors, never results that break the schema.
+    backend.set_canned(Canned::reply(200, r#"{"success":true,"data":42}"#));
+    for (method, params) in &gated {
+        let response = sidecar.request(method, params.clone()).await;
+        assert_valid_response(method, &response);
     }
 }
 
@@ -1104,9 +940,17 @@ async fn params_schemas_accept_and_refuse_what_the_server_does() {
     // no call reaches the network.
     let mut sidecar = Sidecar::spawn(&[]);
     let mut cases: Vec<(String, Value)> = Vec::new();
-    for method in core_sidecar::schema::method_names() {
-        cases.push((method.to_string(), json!({})));
-        cases.push((method.to_string(), json!({"unexpected_param": 1})));
+    for method in served()["methods"].as_array().expect("methods") {
+        let name = method["name"].as_str().expect("name").to_string();
+        cases.push((name.clone(), json!({})));
+        cases.push((name.clone(), json!({"unexpected_param": 1})));
+        for example in method["x-paramsSchema"]["examples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            cases.push((name.clone(), example.clone()));
+        }
     }
     for (method, params) in [
         ("auth_store_session", json!({"access_token": ""})),
@@ -1119,14 +963,17 @@ async fn params_schemas_accept_and_refuse_what_the_server_does() {
             "auth_store_session",
             json!({"access_token": "a", "expires_at": "soon"}),
         ),
+        ("auth_store_session", json!({"token": "a", "user": 5})),
         ("auth_sign_out", json!({"scope": "everywhere"})),
         ("auth_sign_out", json!({"scope": "global"})),
         ("composio_authorize", json!({"toolkit": ["github"]})),
+        ("composio_authorize", json!({"toolkit": " "})),
         (
             "composio_delete_connection",
             json!({"connection_id": "ca_1"}),
         ),
         ("composio_delete_connection", json!({"connectionId": 5})),
+        ("composio_delete_connection", json!({"connectionId": ".."})),
         (
             "composio_delete_connection",
             json!({"connectionId": "a", "connection_id": "b"}),

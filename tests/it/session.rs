@@ -14,8 +14,7 @@ use tokio::sync::Notify;
 use crate::fake_backend::FakeBackend;
 use crate::fake_sentry::FakeSentry;
 use crate::harness::{
-    Sidecar, TEST_JWT, TEST_REFRESH_TOKEN, TIMEOUT, real_keyring, secret_tool_lookup,
-    unique_service,
+    Sidecar, TEST_JWT, TEST_REFRESH_TOKEN, TIMEOUT, secret_tool_lookup, unique_service,
 };
 
 fn session_params(access_token: &str, user_id: &str) -> Value {
@@ -35,10 +34,8 @@ async fn stop(mut sidecar: Sidecar) {
 }
 
 #[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
 async fn secret_service_keeps_the_session_across_restarts_until_cleared() {
-    if !real_keyring() {
-        return; // runs under scripts/with-keyring.sh (scripts/test.sh, CI)
-    }
     let service = unique_service("ss");
     let env = [
         ("CORE_SIDECAR_KEYRING", "secret-service"),
@@ -79,10 +76,8 @@ async fn secret_service_keeps_the_session_across_restarts_until_cleared() {
 }
 
 #[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
 async fn keyutils_is_the_fallback_when_no_secret_service_is_reachable() {
-    if !real_keyring() {
-        return; // needs the session keyring of scripts/with-keyring.sh
-    }
     let service = unique_service("ku");
     let env = [
         ("CORE_SIDECAR_KEYRING", "auto"),
@@ -118,10 +113,8 @@ async fn keyutils_is_the_fallback_when_no_secret_service_is_reachable() {
 }
 
 #[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
 async fn the_keyring_is_not_read_per_call() {
-    if !real_keyring() {
-        return;
-    }
     let service = unique_service("cache");
     let backend = FakeBackend::start(TEST_JWT).await;
     let url = backend.url();

@@ -1,4 +1,5 @@
-//! What reaches Sentry (DESIGN.md section 6): real faults only, scrubbed, deduplicated.
+//! What reaches Sentry (docs/protocol.md, "Errors"): real faults only, scrubbed, deduplicated,
+//! whether they end a request or happen in the background.
 
 use serde_json::{Value, json};
 
@@ -131,4 +132,86 @@ async fn an_invalid_dsn_leaves_sentry_off_and_the_sidecar_up() {
         "{}",
         sidecar.stderr()
     );
+}
+
+/// A keyring fault no caller sees still reaches Sentry, once and scrubbed: a session stored
+/// with 80 s left is refreshed by the ticker's first tick after a restart, the auth server
+/// issues new tokens, and the keyring refuses to store them (`fail-writes`: reads work, writes
+/// fail). The fault is reported by the background refresh itself, deduplicated, with none of
+/// the old or new tokens in the event.
+#[tokio::test]
+#[ignore = "needs a real Secret Service: run under scripts/with-keyring.sh (scripts/test.sh does)"]
+async fn a_keyring_fault_in_a_background_refresh_is_reported_once_scrubbed() {
+    use crate::gotrue::{FakeGoTrue, unix_now};
+    use crate::harness::unique_service;
+
+    let fake = FakeGoTrue::start().await;
+    let sentry = FakeSentry::start().await;
+    let dsn = sentry.dsn();
+    let service = unique_service("bg-fault");
+    let (base, auth) = (fake.base_url(), fake.auth_url());
+    let env = |fault: &'static str| {
+        vec![
+            ("CORE_SIDECAR_BACKEND_URL", base.clone()),
+            ("CORE_SIDECAR_AUTH_URL", auth.clone()),
+            ("CORE_SIDECAR_KEYRING", "secret-service".to_string()),
+            ("CORE_SIDECAR_KEYRING_SERVICE", service.clone()),
+            ("CORE_SIDECAR_KEYRING_FAULT", fault.to_string()),
+            ("SENTRY_DSN", dsn.clone()),
+            ("RUST_LOG", "trace".to_string()),
+        ]
+    };
+    let spawn = |env: &[(&'static str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut sidecar = Sidecar::spawn(&env);
+        for token in fake.tokens() {
+            sidecar.secret(&token);
+        }
+        sidecar
+    };
+
+    let (access, refresh) = fake.seed_session_for("u-bg-fault", true);
+    let mut sidecar = spawn(&env(""));
+    let stored = sidecar
+        .request(
+            "auth_store_session",
+            json!({"access_token": access, "refresh_token": refresh,
+                   "expires_at": unix_now() + 80, "user": {"id": "u-bg-fault"}}),
+        )
+        .await;
+    assert_eq!(stored["result"]["persistent"], true, "{stored}");
+    shut_down(&mut sidecar).await;
+
+    let mut sidecar = spawn(&env("fail-writes"));
+    let envelopes = sentry.wait_for(1, TIMEOUT).await;
+    assert_eq!(fake.token_calls(), 1, "the first tick refreshed");
+    // Calls after the fault do not report it again.
+    for _ in 0..3 {
+        let state = sidecar.request("auth_get_state", Value::Null).await;
+        assert_eq!(state["result"]["isAuthenticated"], true, "{state}");
+    }
+    shut_down(&mut sidecar).await;
+    let envelopes_after = sentry.envelopes();
+    assert_eq!(envelopes_after.len(), 1, "{envelopes_after:?}");
+    assert_eq!(envelopes, envelopes_after);
+
+    let envelope = &envelopes[0];
+    assert_clean(envelope);
+    for token in fake.tokens() {
+        assert!(!envelope.contains(&token), "leaks {token}:\n{envelope}");
+    }
+    let event = event_of(envelope);
+    assert_eq!(event["tags"]["kind"], "storage", "{event}");
+    let message = event["message"]
+        .as_str()
+        .or_else(|| event["message"]["formatted"].as_str())
+        .or_else(|| event["logentry"]["message"].as_str())
+        .unwrap_or_else(|| panic!("no message: {event}"));
+    assert!(message.contains("save"), "{message}");
+    assert_eq!(event["fingerprint"], json!(["storage"]), "{event}");
+
+    // Leave the keyring clean.
+    let mut sidecar = spawn(&env(""));
+    sidecar.request("auth_clear_session", Value::Null).await;
+    shut_down(&mut sidecar).await;
 }

@@ -1,5 +1,5 @@
-//! DESIGN.md section 2, through the real binary: framing, batches, notifications, error
-//! codes, exact id echo, bad input, concurrency and shutdown.
+//! docs/protocol.md, "Wire rules", through the real binary: framing, batches, notifications,
+//! error codes, exact id echo, bad input, concurrency and shutdown.
 
 use serde_json::{Value, json};
 

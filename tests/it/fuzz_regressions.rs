@@ -1,23 +1,13 @@
-//! Inputs found by fuzzing the transport (`fuzz/`, `scripts/fuzz.sh`), replayed through the
-//! real method table: memory keyring, no backend URL, no test hooks.
+//! Inputs found by fuzzing the transport (`fuzz/`, `scripts/fuzz.sh`), replayed in process
+//! through the real method table: memory keyring, no backend URL, no test hooks.
 
-use clap::Parser;
+use core_sidecar::router;
+use core_sidecar::rpc::{Dispatcher, Reply};
 use serde_json::Value;
-
-use super::{Dispatcher, Outbox, Reply};
-use crate::config::{Config, KeyringKind};
-use crate::router;
 
 /// The method table as `app::run` builds it: memory keyring, no backend or auth server.
 fn dispatcher() -> Dispatcher {
-    let mut config = Config::try_parse_from(["core-sidecar"]).expect("default config");
-    config.keyring = KeyringKind::Memory;
-    config.backend_url = None;
-    config.auth_url = None;
-    config.test_hooks = false;
-    let app = crate::app::build_app(&config, &Outbox::new(std::io::sink()))
-        .expect("the app builds without a backend URL");
-    Dispatcher::new(router::methods(app))
+    Dispatcher::new(router::methods(crate::method_table::app(false)))
 }
 
 async fn reply(line: &[u8]) -> Option<Value> {
@@ -33,7 +23,7 @@ fn error_code(reply: &Value) -> Option<i64> {
 }
 
 /// Found by `request_parsing`: serde_json skips an unknown member without checking its
-/// UTF-8, so this line was answered as a valid request (id 3). DESIGN.md section 2: invalid
+/// UTF-8, so this line was answered as a valid request (id 3). The wire rules: invalid
 /// UTF-8 is a parse error.
 #[tokio::test]
 async fn invalid_utf8_in_an_ignored_member_is_a_parse_error() {
