@@ -3,6 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::backend::Backend;
 use crate::backend::auth_server::{AuthServer, TokenEndpoint};
@@ -31,13 +34,22 @@ pub enum StartupError {
 /// Why the sidecar stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
+    /// The reader stopped (EOF, a read error), or stdout was found closed (by a failed write
+    /// or the hang-up watcher: `ReadEnd::OutputClosed`).
     Read(ReadEnd),
+    /// The shell closed stdin, as the hang-up watcher saw it (the reader may be held by a full
+    /// stdout and never get to the EOF).
+    InputClosed,
     Signal(&'static str),
 }
 
-/// Runs the sidecar on this process's stdin and stdout until EOF or a signal.
+/// The longest the final write of stdout may take once the drain is over: a shell that does
+/// not read stdout must not hold the exit (docs/protocol.md, "Shutdown").
+pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Runs the sidecar on this process's stdin and stdout until EOF, a signal, or stdout closed.
 pub fn run(config: Config, telemetry: Telemetry) -> Result<Stop, StartupError> {
-    run_with(config, telemetry, raw_stdin(), raw_stdout())
+    run_on(config, telemetry, raw_stdin(), raw_stdout(), true)
 }
 
 /// Runs the sidecar on any input and output.
@@ -46,6 +58,18 @@ pub fn run_with(
     telemetry: Telemetry,
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
+) -> Result<Stop, StartupError> {
+    run_on(config, telemetry, input, output, false)
+}
+
+/// `watch_std_pipes`: `input` and `output` are this process's stdin and stdout, to be watched
+/// for hang-up (`rpc::hangup`).
+fn run_on(
+    config: Config,
+    telemetry: Telemetry,
+    input: impl Read + Send + 'static,
+    output: impl Write + Send + 'static,
+    watch_std_pipes: bool,
 ) -> Result<Stop, StartupError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,6 +80,7 @@ pub fn run_with(
     let app = build_app(&config, &outbox, telemetry)?;
     let sessions = app.sessions.clone();
     let refresher = app.refresher.clone();
+    let reserved_methods = router::reserved_methods();
     let module = router::methods(app);
 
     // Load the stored session in the background: the first request must not wait on D-Bus.
@@ -71,13 +96,18 @@ pub fn run_with(
         let _enter = runtime.enter();
         ShutdownSignals::listen()
     };
+    let input_closed = Arc::new(Notify::new());
+    if watch_std_pipes {
+        watch_hangups(&outbox, input_closed.clone());
+    }
 
     let limits = Limits {
         max_in_flight: config.max_in_flight,
         max_line_bytes: config.max_line_bytes,
+        reserved_methods,
     };
     let in_flight = InFlight::new(limits.max_in_flight);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut reader_done) = tokio::sync::oneshot::channel();
     {
         let outbox = outbox.clone();
         let in_flight = in_flight.clone();
@@ -91,22 +121,71 @@ pub fn run_with(
             .map_err(StartupError::ReaderThread)?;
     }
 
+    // Nothing below waits for the reader thread or for a write to stdout without a deadline:
+    // both can be held by a shell that stopped reading our stdout. The exit ends them.
     let stop = runtime.block_on(async {
         let stop = tokio::select! {
-            end = done_rx => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
+            end = &mut reader_done => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
             signal = signals.recv() => Stop::Signal(signal),
+            () = outbox.closed() => Stop::Read(ReadEnd::OutputClosed),
+            () = input_closed.notified() => Stop::InputClosed,
         };
         tracing::debug!(?stop, "shutting down");
-        if !in_flight.drain(config.shutdown_timeout()).await {
-            tracing::warn!("requests still in flight at shutdown; leaving them unanswered");
+        if stop == Stop::Read(ReadEnd::OutputClosed) {
+            // Nobody can read an answer any more: nothing to wait for.
+            return stop;
+        }
+        let answered = async {
+            if stop == Stop::InputClosed {
+                // The lines sent before the EOF are read first (the reader gets there unless
+                // stdout is full, and then the timeout below ends the wait).
+                let _ = (&mut reader_done).await;
+            }
+            in_flight.idle().await;
+        };
+        tokio::select! {
+            finished = tokio::time::timeout(config.shutdown_timeout(), answered) => {
+                if finished.is_err() {
+                    tracing::warn!(
+                        pending = in_flight.pending(),
+                        "requests still in flight at shutdown; leaving them unanswered"
+                    );
+                }
+            }
+            () = outbox.closed() => {}
         }
         stop
     });
-    outbox.flush();
+    if !outbox.flush_within(FINAL_FLUSH_TIMEOUT) {
+        tracing::warn!("stdout is not being read; exiting with output unwritten");
+    }
     // Keyring calls may still block a thread of the pool; do not wait for them.
     runtime.shutdown_background();
     Ok(stop)
 }
+
+/// Watches this process's stdin and stdout for hang-up (Linux; elsewhere a closed stdout is
+/// seen at the next write, and stdin's EOF by the reader).
+#[cfg(target_os = "linux")]
+fn watch_hangups(outbox: &Outbox, input_closed: Arc<Notify>) {
+    use std::os::fd::AsFd;
+
+    use crate::rpc::hangup::{self, Hangup};
+
+    let input = io::stdin().as_fd().try_clone_to_owned().ok();
+    let output = io::stdout().as_fd().try_clone_to_owned().ok();
+    let outbox = outbox.clone();
+    let started = hangup::watch(input, output, move |hangup| match hangup {
+        Hangup::Input => input_closed.notify_one(),
+        Hangup::Output => outbox.close(),
+    });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot watch stdin and stdout for hang-up");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_hangups(_outbox: &Outbox, _input_closed: Arc<Notify>) {}
 
 pub fn build_app(
     config: &Config,

@@ -8,6 +8,11 @@
 //! came from one. Optional settings count an empty value as unset: a shell that exports
 //! `VAR=` means "none".
 //!
+//! The backend and auth URLs carry bearer and refresh tokens, so [`Config::load`] also
+//! refuses a plain `http://` URL unless its host is a loopback one (127.0.0.0/8, `::1`,
+//! `localhost`) or `--allow-insecure-http` is set (development only; the binary then warns
+//! at start, see [`Config::cleartext_urls`]).
+//!
 //! The types here are plain values and this module imports nothing of the crate but the
 //! transport's defaults, so anything may use it; what the values do lives with their users
 //! (`session/store/` implements [`Keyring`] and [`Fault`]).
@@ -15,21 +20,24 @@
 //! Defaults shared with code that also runs without a `Config` (the transport's
 //! [`Limits`](crate::rpc::Limits)) are constants there, used here.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::builder::{EnumValueParser, PossibleValue, StringValueParser, TypedValueParser};
-use clap::error::{ContextKind, ContextValue};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
-use clap::{Arg, Command, Parser, ValueEnum};
+use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use url::Url;
 
 use crate::rpc::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES};
 
 /// The environment variable of the keyring fault test switch ([`Config::keyring_fault`]).
 pub const KEYRING_FAULT_ENV: &str = "CORE_SIDECAR_KEYRING_FAULT";
+
+/// The environment variable of [`Config::allow_insecure_http`].
+pub const INSECURE_HTTP_ENV: &str = "CORE_SIDECAR_ALLOW_INSECURE_HTTP";
 
 /// Declares [`Keyring`]: each backend's name, which is both its configuration value and its
 /// [`Keyring::name`], is written once.
@@ -159,6 +167,16 @@ pub struct Config {
     )]
     pub auth_api_key: ::std::option::Option<String>,
 
+    /// Development only: allow plain http:// backend and auth URLs to non-loopback hosts
+    /// (tokens then travel in clear text; a warning is logged at start). Without it such a
+    /// URL stops the start; loopback hosts (127.0.0.0/8, ::1, localhost) never need it.
+    #[arg(
+        long,
+        env = INSECURE_HTTP_ENV,
+        value_parser = BlankIsFalse(named(clap::builder::BoolishValueParser::new()))
+    )]
+    pub allow_insecure_http: bool,
+
     /// Keyring that stores the session.
     #[arg(
         long,
@@ -198,7 +216,8 @@ pub struct Config {
     )]
     pub keyring_timeout_ms: u64,
 
-    /// Requests handled at once; past it the reader waits.
+    /// Gated requests pending at once (batch members count one each); past it new ones are
+    /// refused with `rate_limited`. Session methods have a reserve of as many again.
     #[arg(
         long,
         env = "CORE_SIDECAR_MAX_IN_FLIGHT",
@@ -271,6 +290,61 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration of this process (flags, then environment), checked: exits with
+    /// clap's message and code 2 on a bad value or a cleartext URL (see
+    /// [`Config::try_load_from`]), 0 after `--help`/`--version`. What the binary calls.
+    pub fn load() -> Config {
+        Self::try_load_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// [`Parser::try_parse_from`], plus the rule no single value can check: a plain http
+    /// URL to a non-loopback host needs `--allow-insecure-http`. The error names the flag
+    /// or the variable the URL came from.
+    pub fn try_load_from<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut cmd = Self::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        if !config.allow_insecure_http {
+            for (id, url) in config.urls() {
+                if url.is_cleartext_remote() {
+                    let message = cleartext_refused(&cmd, &matches, id, url);
+                    return Err(cmd.error(ErrorKind::ValueValidation, message));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The configured URLs that send tokens in clear text to a non-loopback host (allowed
+    /// only with `--allow-insecure-http`), each with its setting's variable and flag, for
+    /// the warning at start.
+    pub fn cleartext_urls(&self) -> Vec<(String, &BaseUrl)> {
+        let cmd = Self::command();
+        self.urls()
+            .filter(|(_, url)| url.is_cleartext_remote())
+            .map(|(id, url)| {
+                let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+                let env = arg.and_then(Arg::get_env).and_then(OsStr::to_str);
+                let long = arg.and_then(Arg::get_long).unwrap_or(id);
+                (format!("{} (--{long})", env.unwrap_or(id)), url)
+            })
+            .collect()
+    }
+
+    /// The URLs tokens are sent to, by setting id.
+    fn urls(&self) -> impl Iterator<Item = (&'static str, &BaseUrl)> {
+        [
+            ("backend_url", self.backend_url.as_ref()),
+            ("auth_url", self.auth_url.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(id, url)| Some((id, url?)))
+    }
+
     pub fn http_timeout(&self) -> Duration {
         Duration::from_millis(self.http_timeout_ms)
     }
@@ -298,6 +372,52 @@ impl BaseUrl {
     pub fn as_prefix(&self) -> &str {
         self.0.as_str().trim_end_matches('/')
     }
+
+    /// Whether the host is this machine: 127.0.0.0/8, `::1` (also as `::ffff:127.x.y.z`) or
+    /// `localhost`. Traffic to it never leaves the machine.
+    pub fn is_loopback(&self) -> bool {
+        match self.0.host() {
+            Some(url::Host::Domain(name)) => {
+                name.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+            }
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            None => false,
+        }
+    }
+
+    /// Plain http to a host that is not this machine: tokens would cross the network in
+    /// clear text.
+    pub fn is_cleartext_remote(&self) -> bool {
+        self.0.scheme() == "http" && !self.is_loopback()
+    }
+
+    /// The URL as it may be shown: without user info (query and fragment it has none).
+    pub fn shown(&self) -> String {
+        let mut url = self.0.clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.as_str().trim_end_matches('/').to_string()
+    }
+}
+
+/// The message refusing the cleartext URL of setting `id`, naming the variable when the
+/// value came from the environment and the flag otherwise (as clap's own errors do).
+fn cleartext_refused(cmd: &Command, matches: &ArgMatches, id: &str, url: &BaseUrl) -> String {
+    let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+    let env = arg.and_then(Arg::get_env).and_then(OsStr::to_str);
+    let setting = match (matches.value_source(id), env) {
+        (Some(ValueSource::EnvVariable), Some(env)) => env.to_string(),
+        _ => arg.map_or_else(|| id.to_string(), Arg::to_string),
+    };
+    format!(
+        "invalid value '{}' for '{setting}': plain http would send the session's tokens in \
+         clear text; use https, a loopback host (127.0.0.1, ::1, localhost), or for \
+         development only --allow-insecure-http ({INSECURE_HTTP_ENV}=1)",
+        url.shown()
+    )
 }
 
 impl FromStr for BaseUrl {
@@ -399,6 +519,40 @@ impl<P: TypedValueParser> TypedValueParser for Named<P> {
                 }
                 error
             })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
+}
+
+/// A boolish switch whose empty (or blank) value is false, as an unset one. See [`named`].
+#[derive(Debug, Clone)]
+struct BlankIsFalse<P>(Named<P>);
+
+impl<P: TypedValueParser<Value = bool>> TypedValueParser for BlankIsFalse<P> {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<bool, clap::Error> {
+        self.parse_ref_(cmd, arg, value, ValueSource::CommandLine)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+        source: ValueSource,
+    ) -> Result<bool, clap::Error> {
+        if value.to_str().is_some_and(|v| v.trim().is_empty()) {
+            return Ok(false);
+        }
+        self.0.parse_ref_(cmd, arg, value, source)
     }
 
     fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
@@ -512,6 +666,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn load(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_load_from(std::iter::once("core-sidecar").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        for flag in ["--backend-url", "--auth-url"] {
+            for remote in [
+                "http://auth.example.com",
+                "http://u:pw@api.example.com/v1",
+                "http://10.0.0.1:8080",
+                "http://[::2]:1",
+                "http://0.0.0.0:1",
+                "http://localhost.example.com",
+                "http://127.0.0.1.nip.io",
+            ] {
+                let text = load(&[flag, remote]).expect_err(remote).to_string();
+                assert!(text.contains(flag), "{remote}: {text}");
+                assert!(text.contains("--allow-insecure-http"), "{remote}: {text}");
+                assert!(text.contains("clear text"), "{remote}: {text}");
+                assert!(!text.contains("pw@"), "{text}");
+                let allowed = load(&["--allow-insecure-http", flag, remote]).expect(remote);
+                let listed = allowed.cleartext_urls();
+                assert_eq!(listed.len(), 1, "{remote}");
+                assert!(listed[0].0.contains(flag), "{:?}", listed[0].0);
+                assert!(!listed[0].1.shown().contains("pw@"));
+            }
+            for local in [
+                "http://127.0.0.1:1",
+                "http://127.1.2.3/api",
+                "http://[::1]:8",
+                "http://[::ffff:127.0.0.1]:8",
+                "http://localhost:1",
+                "http://LOCALHOST./x",
+                "https://auth.example.com",
+                "https://10.0.0.1",
+            ] {
+                let config = load(&[flag, local]).unwrap_or_else(|e| panic!("{local}: {e}"));
+                assert!(config.cleartext_urls().is_empty(), "{local}");
+            }
+        }
+        // Unparsable values are still refused first, with or without the switch.
+        for bad in ["not a url", "ftp://x"] {
+            let text = load(&["--allow-insecure-http", "--auth-url", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(text.contains("--auth-url"), "{text}");
+        }
+        // `--help` and `--version` still end the parse.
+        let help = load(&["--help"]).expect_err("help");
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
     }
 
     /// What `parser` says of `value` for the setting `id` when it came from the environment.

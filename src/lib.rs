@@ -23,6 +23,8 @@
 //!   Sentry, deduplicated), as a handle that owns its state.
 //! - [`scrub`]: redaction of tokens by shape and by value. A leaf.
 //! - [`config`]: every flag and environment variable, typed at the edge.
+//! - [`hardening`]: the process made non-dumpable / undebuggable at start, before any token
+//!   exists. A leaf.
 
 // stdout is the wire and stderr carries tracing's logs: nothing in the library prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -32,6 +34,7 @@ pub mod backend;
 pub mod config;
 pub mod domains;
 pub mod error;
+pub mod hardening;
 pub mod router;
 pub mod rpc;
 pub mod schema;

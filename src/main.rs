@@ -1,4 +1,5 @@
-//! The `core-sidecar` binary: parse the config, start telemetry, run, exit 0 on a clean stop.
+//! The `core-sidecar` binary: harden the process, parse the config, start telemetry, run,
+//! exit 0 on a clean stop.
 
 // stdout is the wire (clap's --help/--version are the only other output, before any request).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -6,13 +7,24 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use core_sidecar::config::Config;
 
 fn main() -> ExitCode {
-    // A setting that does not parse ends the process here (exit code 2, clap's message).
-    let config = Config::parse();
+    // First, before anything can hold a token: no core dumps, no same-user debugger. Logged
+    // below, once tracing is up.
+    let hardening = core_sidecar::hardening::harden();
+    // A setting that does not parse, or a cleartext URL to another host, ends the process
+    // here (exit code 2, clap's message).
+    let config = Config::load();
     let telemetry = core_sidecar::telemetry::init(&config);
+    hardening.log();
+    for (setting, url) in config.cleartext_urls() {
+        tracing::warn!(
+            "{setting} is {url}: plain http to a host that is not this machine, allowed by \
+             --allow-insecure-http (CORE_SIDECAR_ALLOW_INSECURE_HTTP); the session's tokens travel in clear text (development only)",
+            url = url.shown()
+        );
+    }
     let result = core_sidecar::app::run(config, telemetry.telemetry().clone());
     telemetry.flush(Duration::from_secs(2));
     match result {

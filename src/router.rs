@@ -181,6 +181,24 @@ pub fn methods(app: App) -> RpcModule<App> {
     module
 }
 
+/// The session methods: every public method, which the transport admits past its in-flight
+/// bound into a reserve of its own (`rpc::Limits::reserved_methods`). The bound is for gated
+/// calls, the ones a slow product backend can hold; a shell must still be able to read its
+/// state, sign out and refresh while every gated slot hangs. Public methods that call the auth
+/// server (`auth_refresh_session`, `auth_get_user`, `auth_sign_out`) are bounded by the reserve
+/// and by the auth server's own connection bound (`backend::upstream`), which gated calls
+/// never take. The test hooks are not reserved: tests fill the bound with `core_test_sleep`.
+pub fn reserved_methods() -> &'static [&'static str] {
+    static RESERVED: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        method_specs()
+            .iter()
+            .filter(|spec| spec.access == Access::Public)
+            .map(|spec| spec.name)
+            .collect()
+    });
+    &RESERVED
+}
+
 /// What the contract says about every method of the table, in order (test hooks excluded).
 /// Needs no [`App`]: nothing is registered.
 pub fn method_specs() -> Vec<MethodSpec> {
@@ -355,7 +373,8 @@ fn to_wire(app: &App, error: Error) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(error.kind().code(), message, Some(error.data()))
 }
 
-/// Params are by name. Absent params and `[]` mean "none"; errors name the field.
+/// Params are by name. Absent params and `[]` mean "none"; errors name the field and what
+/// was expected, never the value that was sent (see [`without_values`]).
 fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
     let raw = match params.as_str().map(str::trim) {
         None | Some("[]") => "{}",
@@ -369,7 +388,8 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
     };
     let mut deserializer = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let message = crate::scrub::scrub(&without_position(e.inner()));
+        let message = without_values(&without_position(e.inner()));
+        let message = crate::scrub::scrub(&message);
         let path = e.path().to_string();
         let field = if path == "." {
             missing_or_unknown_field(&message).unwrap_or_else(|| "params".into())
@@ -389,9 +409,196 @@ fn without_position(error: &serde_json::Error) -> String {
     }
 }
 
+/// serde's message without the offending value, which can be anything the shell sent (an
+/// opaque token in the wrong param): `invalid type: string "abc", expected u64` becomes
+/// `invalid type: string, expected u64`, and `unknown variant `abc`, expected one of ...`
+/// becomes `unknown variant, expected one of ...`. What was expected is kept: it comes from
+/// the params types, never from the input. Field names (missing, unknown, duplicate) are
+/// kept too: the shell needs them to fix its call.
+fn without_values(message: &str) -> String {
+    for (prefix, kinds) in [
+        ("invalid type: ", UNEXPECTED_KINDS),
+        ("invalid value: ", UNEXPECTED_KINDS),
+        ("unknown variant ", &[][..]),
+    ] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let head = prefix.trim_end().trim_end_matches(':');
+        // What was expected follows the value; the last ", expected " is past any such text
+        // inside the value.
+        let tail = match rest.rfind(", expected ") {
+            Some(at) => &rest[at..],
+            None if prefix == "unknown variant " => ", there are no variants",
+            None => "",
+        };
+        // The kind of value (`string`, `integer`, `map`, ...), without the value itself.
+        let kind = kinds
+            .iter()
+            .find(|kind| rest.starts_with(**kind))
+            .map_or(String::new(), |kind| format!(": {kind}"));
+        return format!("{head}{kind}{tail}");
+    }
+    message.to_string()
+}
+
+/// How serde (and serde_json) describe a value of the wrong type or value, longest first so a
+/// prefix does not shadow a longer name. What follows the kind is the value itself.
+const UNEXPECTED_KINDS: &[&str] = &[
+    "floating point",
+    "newtype variant",
+    "newtype struct",
+    "struct variant",
+    "tuple variant",
+    "unit variant",
+    "Option value",
+    "unit value",
+    "byte array",
+    "character",
+    "sequence",
+    "boolean",
+    "integer",
+    "string",
+    "enum",
+    "null",
+    "map",
+];
+
 /// serde names a missing or unknown field only in its message: "missing field `x`".
 fn missing_or_unknown_field(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod parse_params_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read by serde only
+    struct Probe {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        flag: Option<bool>,
+        #[serde(default)]
+        mode: Option<Mode>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Local,
+        Global,
+        Others,
+    }
+
+    fn error(raw: &str) -> Error {
+        let params = Params::new(Some(raw));
+        parse_params::<Probe>(&params).expect_err(raw)
+    }
+
+    #[test]
+    fn param_errors_name_the_field_and_not_the_value() {
+        for (raw, field, expected) in [
+            (
+                r#"{"text": 12345678901234567890123}"#,
+                "text",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                r#"{"text": 98765}"#,
+                "text",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"count": "opaque-value-xyz"}"#,
+                "count",
+                "invalid type: string, expected u64",
+            ),
+            (
+                r#"{"count": "tricky \", expected u64 opaque-value-xyz"}"#,
+                "count",
+                "invalid type: string, expected u64",
+            ),
+            (
+                r#"{"count": -7}"#,
+                "count",
+                "invalid value: integer, expected u64",
+            ),
+            (
+                r#"{"flag": {"opaque-value-xyz": 1}}"#,
+                "flag",
+                "invalid type: map, expected a boolean",
+            ),
+            (
+                r#"{"mode": "opaque-value-xyz"}"#,
+                "mode",
+                "unknown variant, expected one of `local`, `global`, `others`",
+            ),
+            (
+                r#"{"mode": "x`, expected opaque-value-xyz"}"#,
+                "mode",
+                "unknown variant, expected one of `local`, `global`, `others`",
+            ),
+        ] {
+            let error = error(raw);
+            assert_eq!(error.data()["field"], field, "{raw}");
+            let message = error.to_string();
+            assert!(message.ends_with(expected), "{raw}: {message}");
+            for echoed in ["opaque-value-xyz", "98765", "12345", "-7", "tricky"] {
+                assert!(!message.contains(echoed), "{raw}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn field_names_are_kept() {
+        let error = error(r#"{"other": 1}"#);
+        assert_eq!(error.data()["field"], "other");
+        assert!(
+            error.to_string().contains("unknown field `other`"),
+            "{error}"
+        );
+        let error = error_of::<Required>(r#"{}"#);
+        assert_eq!(error.data()["field"], "needed");
+        assert!(
+            error.to_string().contains("missing field `needed`"),
+            "{error}"
+        );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // read by serde only
+    struct Required {
+        needed: String,
+    }
+
+    fn error_of<P: DeserializeOwned + std::fmt::Debug>(raw: &str) -> Error {
+        parse_params::<P>(&Params::new(Some(raw))).expect_err(raw)
+    }
+
+    #[test]
+    fn messages_without_values_are_left_alone() {
+        for message in [
+            "missing field `x`",
+            "unknown field `x`, expected `a`",
+            "invalid length 2, expected a pair",
+            "EOF while parsing a value",
+        ] {
+            assert_eq!(without_values(message), message);
+        }
+        assert_eq!(
+            without_values("unknown variant `abc`, there are no variants"),
+            "unknown variant, there are no variants"
+        );
+        assert_eq!(
+            without_values("invalid type: something new `abc`"),
+            "invalid type"
+        );
+    }
 }

@@ -7,17 +7,24 @@
 //!   characters or more that mixes letters and digits.
 //! - [`Scrubber`] adds redaction by **value**: shapes cannot recognise every opaque token a
 //!   server echoes back in an error body, but the tokens this process holds are known. The
-//!   session layer tells its `Scrubber` about every token it stores; telemetry and the wire
-//!   boundary scrub with it.
+//!   session layer tells its `Scrubber` about every token it stores, and makes it forget
+//!   them when the session ends or is replaced; telemetry and the wire boundary scrub with
+//!   it. Known values are zeroed when forgotten.
+//!
+//! Prose is not a secret: `Invalid Refresh Token: Already Used` (GoTrue's message) keeps its
+//! words. A `key: Value` whose value is one capitalised word is taken for prose; quoted
+//! values and `key=value` are always redacted.
 //!
 //! A leaf module: it imports nothing of the crate, so anything may use it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 use serde_json::Value;
+use zeroize::{Zeroize, Zeroizing};
 
 /// What every secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -57,12 +64,29 @@ static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             &r#"(?i)\b(KEY["']?\s*[:=]\s*)'[^']*'"#.replace("KEY", SECRET_KEY),
             "${1}'[redacted]'",
         ),
-        rule(
-            &r#"(?i)\b(KEY["']?\s*[:=]\s*)[^\s"'&,;}\]\[]+"#.replace("KEY", SECRET_KEY),
-            "${1}[redacted]",
-        ),
+        // Unquoted values come last, in `UNQUOTED_VALUE`: they need a look at the value.
     ]
 });
+
+/// Unquoted values of token-ish keys: `refresh_token=abc`, `token: abc123`. Applied after
+/// [`RULES`], except to prose (see [`is_prose`]).
+static UNQUOTED_VALUE: LazyLock<Regex> = LazyLock::new(|| {
+    let pattern = r#"(?i)\b(KEY["']?\s*[:=]\s*)([^\s"'&,;}\]\[]+)"#.replace("KEY", SECRET_KEY);
+    Regex::new(&pattern).expect("scrub pattern")
+});
+
+/// Whether a `key: value` match is a sentence rather than a secret: a colon, not `=`, and
+/// a value that is one capitalised word (`Token: Already Used`, `Token: Session Expired`).
+/// Machine tokens are random and almost never a capital followed by lowercase letters only;
+/// the tokens this process holds are redacted by value anyway.
+fn is_prose(key_and_separator: &str, value: &str) -> bool {
+    let mut letters = value.chars();
+    key_and_separator.contains(':')
+        && !key_and_separator.contains('=')
+        && value.len() >= 2
+        && letters.next().is_some_and(|c| c.is_ascii_uppercase())
+        && letters.all(|c| c.is_ascii_lowercase())
+}
 
 /// Names of keys whose values are secrets (matched case-insensitively, whole word).
 const SECRET_KEY: &str =
@@ -86,6 +110,16 @@ fn scrub_shapes(text: Cow<'_, str>) -> Cow<'_, str> {
             out = Cow::Owned(replaced);
         }
     }
+    let replaced = UNQUOTED_VALUE.replace_all(&out, |caps: &regex::Captures<'_>| {
+        if is_prose(&caps[1], &caps[2]) {
+            caps[0].to_string()
+        } else {
+            format!("{}{REDACTED}", &caps[1])
+        }
+    });
+    if let Cow::Owned(replaced) = replaced {
+        out = Cow::Owned(replaced);
+    }
     let replaced = OPAQUE_RUN.replace_all(&out, |caps: &regex::Captures<'_>| {
         let run = &caps[0];
         let digits = run.bytes().any(|b| b.is_ascii_digit());
@@ -102,17 +136,31 @@ fn scrub_shapes(text: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
-/// How many of the most recent tokens a [`Scrubber`] keeps.
+/// How many values a [`Scrubber`] keeps at most (the oldest goes first). The session layer
+/// forgets the tokens of sessions that ended, so this bound is only a backstop.
 const KNOWN_SECRETS_KEPT: usize = 32;
 
 /// Shorter values are not redacted by value: they would mangle ordinary words.
 const KNOWN_SECRET_MIN_LEN: usize = 8;
 
+/// A value redacted by value, zeroed when dropped.
+struct Known {
+    value: Zeroizing<String>,
+    /// When it is to be forgotten ([`Scrubber::retire`]); `None` while it is in use.
+    until: Option<Instant>,
+}
+
+impl Known {
+    fn expired(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until <= now)
+    }
+}
+
 /// Redacts by shape and by value. Cheap to clone: clones share the known values, so the
 /// session layer's clone teaches the log writer's and Sentry's.
 #[derive(Clone, Default)]
 pub struct Scrubber {
-    known: Arc<RwLock<VecDeque<String>>>,
+    known: Arc<RwLock<VecDeque<Known>>>,
 }
 
 impl std::fmt::Debug for Scrubber {
@@ -126,28 +174,89 @@ impl Scrubber {
         Self::default()
     }
 
-    /// Redacts this exact value from now on (the most recent few dozen are kept).
+    fn read(&self) -> RwLockReadGuard<'_, VecDeque<Known>> {
+        self.known.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, VecDeque<Known>> {
+        self.known.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Redacts this exact value from now on, until it is forgotten (at most the
+    /// [`KNOWN_SECRETS_KEPT`] most recent values are kept). Remembering a retired value
+    /// keeps it again for good.
     pub fn remember(&self, secret: &str) {
         if secret.len() < KNOWN_SECRET_MIN_LEN {
             return;
         }
-        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if known.iter().any(|s| s == secret) {
+        let mut known = self.write();
+        if let Some(entry) = known.iter_mut().find(|k| k.value.as_str() == secret) {
+            entry.until = None;
             return;
         }
-        if known.len() == KNOWN_SECRETS_KEPT {
-            known.pop_front();
+        if known.len() >= KNOWN_SECRETS_KEPT {
+            known.pop_front(); // zeroed as it drops
         }
-        known.push_back(secret.to_string());
+        known.push_back(Known {
+            value: Zeroizing::new(secret.to_string()),
+            until: None,
+        });
+    }
+
+    /// Stops redacting this value and zeroes the scrubber's copy of it.
+    pub fn forget(&self, secret: &str) {
+        self.write().retain(|k| k.value.as_str() != secret);
+    }
+
+    /// Keeps redacting this value for `grace` more, then forgets it (at the first
+    /// [`Scrubber::sweep`] or scrub after that). For the token of a session just replaced:
+    /// a call still in flight with it may echo it.
+    pub fn retire(&self, secret: &str, grace: Duration) {
+        let until = Instant::now() + grace;
+        let mut known = self.write();
+        if let Some(entry) = known.iter_mut().find(|k| k.value.as_str() == secret) {
+            entry.until = Some(entry.until.map_or(until, |before| before.min(until)));
+        }
+    }
+
+    /// Forgets every retired value now, whatever its grace (a session ended: nothing of the
+    /// sessions before it is kept).
+    pub fn forget_retired(&self) {
+        self.write().retain(|k| k.until.is_none());
+    }
+
+    /// Forgets the retired values whose grace is over.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.write().retain(|k| !k.expired(now));
+    }
+
+    /// How many values are redacted by value now (retired ones included).
+    pub fn known_count(&self) -> usize {
+        self.read().len()
     }
 
     /// [`scrub`], after replacing every known value.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = Cow::Borrowed(text);
-        for secret in self.known.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
+        let mut expired = false;
+        {
+            let known = self.read();
+            let now = known.iter().any(|k| k.until.is_some()).then(Instant::now);
+            for entry in known.iter() {
+                expired |= now.is_some_and(|now| entry.expired(now));
+                let secret = entry.value.as_str();
+                if out.contains(secret) {
+                    let replaced = Cow::Owned(out.replace(secret, REDACTED));
+                    // The text before this replacement may hold the next known value too.
+                    if let Cow::Owned(mut before) = std::mem::replace(&mut out, replaced) {
+                        before.zeroize();
+                    }
+                }
             }
+        }
+        if expired {
+            self.sweep();
         }
         scrub_shapes(out).into_owned()
     }
@@ -299,6 +408,89 @@ mod tests {
         // Short values would mangle words: not remembered.
         scrubber.remember("abc");
         assert_eq!(scrubber.scrub("abc"), "abc");
+    }
+
+    #[test]
+    fn prose_survives_and_key_values_do_not() {
+        for prose in [
+            "Invalid Refresh Token: Already Used",
+            "the auth server rejected the refresh token: Invalid Refresh Token: Refresh Token Not Found",
+            "Invalid Refresh Token: Session Expired (Revoked by Newer Login)",
+        ] {
+            assert_eq!(scrub(prose), prose);
+        }
+        for (secret, text) in [
+            ("abc123", "refresh_token: abc123"),
+            ("abc123", "refresh_token:abc123"),
+            ("x-y", r#"{"refresh_token":"x-y"}"#),
+            ("abc", "token=abc"),
+            ("Abc", "token=Abc"),
+            ("Abc", "token: 'Abc'"),
+            ("abcdef", "X-Refresh-Token: abcdef"),
+            ("Zx8", "password: Zx8 rest"),
+            ("ALLCAPS", "token: ALLCAPS"),
+            ("lower", "token: lower"),
+        ] {
+            let out = scrub(text);
+            assert!(!out.contains(secret), "{text} -> {out}");
+            assert!(out.contains(REDACTED), "{text} -> {out}");
+            assert_eq!(scrub(&out), out, "idempotent");
+        }
+    }
+
+    #[test]
+    fn forgotten_values_are_no_longer_known() {
+        let scrubber = Scrubber::new();
+        scrubber.remember("access-token-of-session-1");
+        scrubber.remember("refresh-token-of-session-1");
+        scrubber.forget("access-token-of-session-1");
+        assert_eq!(
+            scrubber.scrub("access-token-of-session-1"),
+            "access-token-of-session-1"
+        );
+        assert_eq!(scrubber.scrub("refresh-token-of-session-1"), REDACTED);
+        assert_eq!(scrubber.known_count(), 1);
+        // Forgetting an unknown value is nothing.
+        scrubber.forget("never-known-value");
+        assert_eq!(scrubber.known_count(), 1);
+    }
+
+    #[test]
+    fn retired_values_are_redacted_for_their_grace_then_forgotten() {
+        let scrubber = Scrubber::new();
+        scrubber.remember("retired-with-a-long-grace");
+        scrubber.remember("retired-with-no-grace-left");
+        scrubber.retire("retired-with-a-long-grace", Duration::from_secs(3600));
+        scrubber.retire("retired-with-no-grace-left", Duration::ZERO);
+        assert_eq!(scrubber.scrub("retired-with-a-long-grace"), REDACTED);
+        // A scrub that meets an expired value sweeps it.
+        assert_eq!(scrubber.known_count(), 1);
+        assert_eq!(
+            scrubber.scrub("retired-with-no-grace-left"),
+            "retired-with-no-grace-left"
+        );
+        // Remembered again (the same token stored again): kept for good.
+        scrubber.retire("retired-with-a-long-grace", Duration::ZERO);
+        scrubber.remember("retired-with-a-long-grace");
+        scrubber.sweep();
+        assert_eq!(scrubber.scrub("retired-with-a-long-grace"), REDACTED);
+        // A session ending takes every retired value with it.
+        scrubber.remember("current-session-token");
+        scrubber.retire("retired-with-a-long-grace", Duration::from_secs(3600));
+        scrubber.forget_retired();
+        assert_eq!(scrubber.known_count(), 1);
+        assert_eq!(scrubber.scrub("current-session-token"), REDACTED);
+    }
+
+    #[test]
+    fn text_holding_several_known_values_loses_them_all() {
+        let scrubber = Scrubber::new();
+        scrubber.remember("first-known-value");
+        scrubber.remember("second-known-value");
+        assert_eq!(
+            scrubber.scrub("first-known-value and second-known-value"),
+            "[redacted] and [redacted]"
+        );
     }
 
     #[test]

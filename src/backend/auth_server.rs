@@ -12,6 +12,16 @@
 //! | 5xx | `Backend` (transient, reported) |
 //! | other 4xx | `Backend` (not retried; the session is kept: a wrong API key is no reason to sign the user out) |
 //! | no answer | `Unavailable` (transient) |
+//!
+//! Requests go through the shared upstream layer ([`super::upstream`]) as the "auth server"
+//! upstream, with its own concurrency bound (a flood of backend calls never delays a refresh)
+//! and a body cap of [`MAX_BODY_BYTES`]. Before [`classify`] sees an answer, that layer has
+//! made these errors:
+//!
+//! | answer | error |
+//! |---|---|
+//! | 3xx (a redirect) | `Backend { status }`, not retryable and not a rejection: never followed (the refresh token and the `apikey` header never leave for another origin), the session is kept and the refresh is not retried |
+//! | a body over the cap (after gzip inflation, chunked or not) | `Backend { malformed: true }`, "auth server response body over the 1 MiB cap": not retried at a 2xx, the session is kept |
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,7 +32,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_retry_after, unreachable};
+use super::parse_retry_after;
+use super::upstream::{Answer, Upstream};
 use crate::config::BaseUrl;
 use crate::error::{AuthExpiredReason, Error, Result};
 use crate::scrub::scrub;
@@ -37,6 +48,13 @@ const FATAL_REFRESH_CODES: &[&str] = &[
     "user_banned",
     "invalid_grant",
 ];
+
+/// The auth server's name in errors and logs.
+pub const AUTH_SERVER: &str = "auth server";
+
+/// Largest answer body read from the auth server (after gzip inflation): a session or a user
+/// is a few KiB. Past it the answer counts as malformed.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// `/user` answers meaning the auth server no longer knows this session.
 const GONE_SESSION_CODES: &[&str] = &["bad_jwt", "session_not_found", "user_not_found"];
@@ -93,16 +111,27 @@ pub enum Endpoint {
     Logout,
 }
 
+/// The auth server client. Cheap to clone; clones share the concurrency bound.
 #[derive(Clone)]
 pub struct AuthServer {
-    http: reqwest::Client,
+    upstream: Upstream,
     base_url: Arc<str>,
     api_key: Option<Arc<str>>,
-    timeout: Duration,
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("upstream", &self.upstream)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl AuthServer {
-    /// `base_url` was checked when the configuration was parsed ([`BaseUrl`]).
+    /// `http` is the process's one client, [`super::Backend::http`] (built without redirects);
+    /// this client gets its own concurrency bound on it. `base_url` was checked when the
+    /// configuration was parsed ([`BaseUrl`]).
     pub fn new(
         http: reqwest::Client,
         base_url: &BaseUrl,
@@ -110,10 +139,9 @@ impl AuthServer {
         timeout: Duration,
     ) -> Self {
         Self {
-            http,
+            upstream: Upstream::new(AUTH_SERVER, http, timeout, MAX_BODY_BYTES),
             base_url: Arc::from(base_url.as_prefix()),
             api_key: api_key.map(Arc::from),
-            timeout,
         }
     }
 
@@ -123,11 +151,11 @@ impl AuthServer {
         let request = self
             .request(Method::POST, "/token?grant_type=refresh_token")
             .json(&body);
-        let (status, headers, text) = self.send(request).await?;
-        if !status.is_success() {
-            return Err(classify(Endpoint::Token, status, &headers, &text));
+        let answer = self.upstream.send(request).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Endpoint::Token, &answer));
         }
-        serde_json::from_str::<IssuedSession>(&text).map_err(|_| malformed(status))
+        serde_json::from_slice::<IssuedSession>(&answer.body).map_err(|_| malformed(answer.status))
     }
 
     /// `GET /user`: the user as the auth server sees it now.
@@ -135,13 +163,13 @@ impl AuthServer {
         let request = self
             .request(Method::GET, "/user")
             .header(AUTHORIZATION, bearer(access_token));
-        let (status, headers, text) = self.send(request).await?;
-        if !status.is_success() {
-            return Err(classify(Endpoint::User, status, &headers, &text));
+        let answer = self.upstream.send(request).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Endpoint::User, &answer));
         }
-        match serde_json::from_str::<Value>(&text) {
+        match serde_json::from_slice::<Value>(&answer.body) {
             Ok(user @ Value::Object(_)) => Ok(user),
-            _ => Err(malformed(status)),
+            _ => Err(malformed(answer.status)),
         }
     }
 
@@ -151,38 +179,22 @@ impl AuthServer {
         let request = self
             .request(Method::POST, &path)
             .header(AUTHORIZATION, bearer(access_token));
-        let (status, headers, text) = self.send(request).await?;
-        match status.as_u16() {
+        let answer = self.upstream.send(request).await?;
+        match answer.status.as_u16() {
             200..=299 | 401 | 403 | 404 => Ok(()),
-            _ => Err(classify(Endpoint::Logout, status, &headers, &text)),
+            _ => Err(classify_answer(Endpoint::Logout, &answer)),
         }
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let request = self
-            .http
+            .upstream
+            .http()
             .request(method, format!("{}{path}", self.base_url));
         match &self.api_key {
             Some(key) => request.header("apikey", key.as_ref()),
             None => request,
         }
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, HeaderMap, String)> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable("auth server", e, self.timeout))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| unreachable("auth server", e, self.timeout))?;
-        Ok((status, headers, text))
     }
 }
 
@@ -195,6 +207,16 @@ impl TokenEndpoint for AuthServer {
 
 fn bearer(access_token: &str) -> String {
     format!("Bearer {}", access_token.trim())
+}
+
+/// [`classify`] on a complete answer (its body read as text, invalid UTF-8 replaced).
+fn classify_answer(endpoint: Endpoint, answer: &Answer) -> Error {
+    classify(
+        endpoint,
+        answer.status,
+        &answer.headers,
+        &String::from_utf8_lossy(&answer.body),
+    )
 }
 
 fn malformed(status: StatusCode) -> Error {

@@ -1,9 +1,12 @@
 //! The product backend client: the only user of reqwest. Maps every response to an error kind.
 //!
-//! One [`reqwest::Client`] lives in [`Backend`] and is shared (connection pool, TLS config,
-//! timeout) with the auth-server client through [`Backend::http`]. The session gate turns a
-//! `Backend` into a [`BackendClient`] that carries the access token; domain code only ever
-//! sees the latter and gets typed `data` or an [`Error`].
+//! Both HTTP clients, this one and the auth server's ([`auth_server`]), go through one
+//! upstream layer, [`upstream`]: one [`reqwest::Client`] built there (rustls, gzip,
+//! timeouts, **redirects never followed**), a capped streaming body read, a bound on
+//! concurrent requests per upstream, the transport-error mapping and the request log, each
+//! naming its upstream ("backend", "auth server"). The session gate turns a `Backend` into a
+//! [`BackendClient`] that carries the access token; domain code only ever sees the latter and
+//! gets typed `data` or an [`Error`].
 //!
 //! The backend wraps its results as `{"success": bool, "data": ..., "error"?: string}`.
 //! The mapping from an HTTP answer to a result is [`map_response`], a pure function:
@@ -17,16 +20,27 @@
 //! | 429 | `RateLimited { retry_after }` from `Retry-After` (seconds or HTTP date) |
 //! | other 4xx, 5xx, unexpected 1xx/3xx | `Backend { status, malformed: false }` |
 //!
+//! Before an answer reaches [`map_response`], the upstream layer has already turned these
+//! into errors:
+//!
+//! | answer | result |
+//! |---|---|
+//! | 3xx (a redirect) | `Backend { status, malformed: false }`, "backend redirected (307); the redirect was not followed": the target is never contacted |
+//! | a body over [`MAX_BODY_BYTES`] (8 MiB, counted after gzip inflation) | `Backend { status, malformed: true }`, "backend response body over the 8 MiB cap" |
+//! | no complete answer | `Unavailable`, "backend unreachable: ..." |
+//!
 //! Only the HTTP status 401 of the backend itself means the session is gone: a 5xx or a
 //! `success: false` whose text mentions an upstream provider's 401 stays `Backend`.
 //! Transport failures (refused, DNS, TLS, timeout, connection lost) are `Unavailable`.
+//! At most [`upstream::MAX_CONCURRENT_REQUESTS`] backend requests are in flight at once;
+//! more wait for a permit (the timeout counts from the permit, not from the wait).
 //! URLs never reach messages or logs with their query string; backend text is scrubbed.
 
 pub mod auth_server;
+pub mod upstream;
 
-use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -37,9 +51,14 @@ use serde_json::Value;
 use crate::config::BaseUrl;
 use crate::error::{AuthExpiredReason, Error, Result};
 use crate::scrub::scrub;
+use upstream::Upstream;
 
-/// Largest response body read from the backend; past it the answer counts as malformed.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The backend's name in errors and logs.
+pub const BACKEND: &str = "backend";
+
+/// Largest response body read from the backend (after gzip inflation); past it the answer
+/// counts as malformed.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Longest piece of backend text carried into an error message.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -48,51 +67,40 @@ pub const NO_BACKEND_MESSAGE: &str = "no backend configured: set CORE_SIDECAR_BA
 /// The message of the `auth_expired` error for a backend 401.
 pub const UNAUTHORIZED_MESSAGE: &str = "the backend rejected the session token (401)";
 
-/// The shared HTTP client and the backend's base URL. Cheap to clone.
+/// The backend upstream (the shared HTTP client, its own concurrency bound) and the
+/// backend's base URL. Cheap to clone.
 #[derive(Clone)]
 pub struct Backend {
-    http: reqwest::Client,
+    upstream: Upstream,
     base_url: Option<Arc<str>>,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
             .field("configured", &self.base_url.is_some())
-            .field("timeout", &self.timeout)
+            .field("upstream", &self.upstream)
             .finish()
     }
 }
 
 impl Backend {
-    /// Builds the one HTTP client of the process. `base_url` is the product backend's base,
-    /// checked when the configuration was parsed ([`BaseUrl`]). Fails only when the HTTP
-    /// client cannot be built (no TLS roots, say).
+    /// Builds the one HTTP client of the process ([`upstream::client`]). `base_url` is the
+    /// product backend's base, checked when the configuration was parsed ([`BaseUrl`]). Fails
+    /// only when the HTTP client cannot be built (no TLS roots, say).
     pub fn new(base_url: Option<BaseUrl>, timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .gzip(true)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|e| Error::Internal(format!("building the HTTP client: {}", chain(&e))))?;
+        let http = upstream::client(timeout)?;
         let base_url = base_url.map(|url| Arc::from(url.as_prefix()));
         Ok(Self {
-            http,
+            upstream: Upstream::new(BACKEND, http, timeout, MAX_BODY_BYTES),
             base_url,
-            timeout,
         })
     }
 
-    /// The shared client (connection pool, TLS, timeout), for the auth-server client.
+    /// The shared client (connection pool, TLS, timeout, no redirects), for the auth-server
+    /// client, which wraps it in its own [`Upstream`] (its own concurrency bound).
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.upstream.http()
     }
 
     /// Whether a backend URL is configured.
@@ -102,7 +110,7 @@ impl Backend {
 
     /// The per-request timeout the client was built with.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.upstream.timeout()
     }
 
     /// A client that carries the access token. Cheap: no allocation beyond the header.
@@ -177,73 +185,28 @@ impl BackendClient {
                 "the stored session token is not a valid HTTP header value",
             ));
         };
-        let log_path = path.split(['?', '#']).next().unwrap_or_default();
         let url = if path.starts_with('/') {
             format!("{base}{path}")
         } else {
             format!("{base}/{path}")
         };
-        let mut request = self
-            .backend
-            .http
-            .request(method.clone(), url)
+        let upstream = &self.backend.upstream;
+        let mut request = upstream
+            .http()
+            .request(method, url)
             .header(AUTHORIZATION, auth)
             .header(ACCEPT, "application/json");
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
-
-        let started = Instant::now();
-        let outcome = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = read_body(response).await?;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
-        }
-        .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-
-        let (status, retry_after, body) = match outcome {
-            Ok(answer) => answer,
-            Err(err) => {
-                let error = transport_error(err, self.backend.timeout);
-                tracing::debug!(%method, path = log_path, elapsed_ms, error = %error, "backend call failed");
-                return Err(error);
-            }
-        };
-        tracing::debug!(%method, path = log_path, status = status.as_u16(), elapsed_ms, "backend call");
-        let Some(body) = body else {
-            return Err(Error::malformed_answer(
-                Some(status.as_u16()),
-                format!("backend response body over {MAX_BODY_BYTES} bytes"),
-            ));
-        };
-        let data = map_response(status, retry_after.as_deref(), &body, SystemTime::now())?;
-        decode_data(status.as_u16(), data)
+        let answer = upstream.send(request).await?;
+        let retry_after = answer
+            .headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        let data = map_response(answer.status, retry_after, &answer.body, SystemTime::now())?;
+        decode_data(answer.status.as_u16(), data)
     }
-}
-
-/// Reads the body up to [`MAX_BODY_BYTES`]; `None` when it is longer.
-async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Option<Vec<u8>>> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 /// Turns the envelope's `data` into `T`; a shape mismatch is a malformed answer.
@@ -262,43 +225,6 @@ fn decode_data<T: DeserializeOwned>(status: u16, data: Value) -> Result<T> {
         };
         Error::malformed_answer(Some(status), message)
     })
-}
-
-/// The transport error of a request that got no complete answer. The URL is dropped first.
-pub fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
-    unreachable("backend", err, timeout)
-}
-
-/// A request to `service` that got no HTTP answer, as an error without the URL's query.
-pub(crate) fn unreachable(service: &str, err: reqwest::Error, timeout: Duration) -> Error {
-    let err = err.without_url();
-    if err.is_builder() {
-        return Error::Internal(format!(
-            "could not build the {service} request: {}",
-            scrub(&chain(&err))
-        ));
-    }
-    if err.is_timeout() {
-        return Error::Unavailable(format!(
-            "{service} unreachable: no answer within {} ms",
-            timeout.as_millis()
-        ));
-    }
-    Error::Unavailable(format!("{service} unreachable: {}", scrub(&chain(&err))))
-}
-
-/// An error and its sources, as one line, consecutive repeats removed.
-fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if parts.last() != Some(&text) && !text.is_empty() {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Maps one complete HTTP answer of the backend to the envelope's `data` or an error.

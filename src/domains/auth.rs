@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::backend::auth_server::{AuthServer, LogoutScope};
 use crate::error::{Error, Result};
@@ -12,9 +13,16 @@ use crate::session::model::{derive_expiry, unix_now};
 use crate::session::refresh::Refresher;
 use crate::session::{AuthState, Secret, Session, Sessions, SignOutReason};
 
+/// The most a free-form param of `auth_store_session` may take: `user` serialized as JSON,
+/// and each of `access_token`, `refresh_token`, `token_type`, in bytes (64 KiB). The session
+/// is written to the keyring and `user` is echoed by every `auth_state_changed` and
+/// `auth_get_state`: a bigger one is refused rather than stored.
+pub const MAX_FREE_FORM_BYTES: usize = 64 * 1024;
+
 /// `auth_store_session` params: a supabase-js `Session` passes as is; unknown fields are
-/// ignored.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+/// ignored. Each free-form param is at most [`MAX_FREE_FORM_BYTES`]. The tokens are zeroed
+/// when dropped, and there is no `Debug` to print them.
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[schemars(
     description = "The session to store. A supabase-js `Session` object passes as is: unknown fields are ignored. `access_token` (or its alias `token`) is required. Without `expires_at` and `expires_in`, the access token's JWT `exp` claim is read (not verified). Not both `access_token` and `token`.",
     transform = crate::schema::Alias("access_token", "token"),
@@ -24,12 +32,13 @@ pub struct StoreSessionParams {
     /// The access token sent to the backend as `Authorization: Bearer`. Required (or
     /// `token`); must not be empty.
     #[serde(alias = "token")]
-    #[schemars(regex(pattern = r"\S"))]
-    pub access_token: String,
+    #[schemars(with = "String", regex(pattern = r"\S"))]
+    pub access_token: Zeroizing<String>,
     /// The GoTrue refresh token; without it (or without an auth URL) the session cannot be
     /// refreshed.
     #[serde(default)]
-    pub refresh_token: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub refresh_token: Option<Zeroizing<String>>,
     /// When the access token expires, in unix seconds. Wins over `expires_in`.
     #[serde(default)]
     pub expires_at: Option<i64>,
@@ -46,8 +55,10 @@ pub struct StoreSessionParams {
 }
 
 impl StoreSessionParams {
-    fn into_session(self, now: i64) -> Result<Session> {
-        let access_token = Secret::new(self.access_token)
+    fn into_session(mut self, now: i64) -> Result<Session> {
+        self.check_sizes()?;
+        // Moved out of their zeroing wrappers into `Secret`s (which zero them in turn).
+        let access_token = Secret::new(std::mem::take(&mut *self.access_token))
             .ok_or_else(|| Error::invalid_params("access_token", "must be a non-empty string"))?;
         let user = match self.user {
             None | Some(Value::Null) => None,
@@ -56,13 +67,65 @@ impl StoreSessionParams {
         };
         let expires_at = derive_expiry(self.expires_at, self.expires_in, &access_token, now);
         Ok(Session {
-            refresh_token: self.refresh_token.and_then(Secret::new),
+            refresh_token: self
+                .refresh_token
+                .and_then(|mut token| Secret::new(std::mem::take(&mut *token))),
             access_token,
             expires_at,
             token_type: self.token_type,
             user,
         })
     }
+
+    /// Refuses a free-form param over [`MAX_FREE_FORM_BYTES`], naming it (never quoting it).
+    fn check_sizes(&self) -> Result<()> {
+        let strings = [
+            ("access_token", Some(self.access_token.as_str())),
+            (
+                "refresh_token",
+                self.refresh_token.as_deref().map(String::as_str),
+            ),
+            ("token_type", self.token_type.as_deref()),
+        ];
+        for (field, value) in strings {
+            if value.is_some_and(|v| v.len() > MAX_FREE_FORM_BYTES) {
+                return Err(too_big(field, "bytes"));
+            }
+        }
+        if self
+            .user
+            .as_ref()
+            .is_some_and(|user| !fits_serialized(user, MAX_FREE_FORM_BYTES))
+        {
+            return Err(too_big("user", "bytes serialized as JSON"));
+        }
+        Ok(())
+    }
+}
+
+fn too_big(field: &str, unit: &str) -> Error {
+    Error::invalid_params(
+        field,
+        format!("`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} {unit} (64 KiB)"),
+    )
+}
+
+/// Whether `value` serializes to at most `limit` bytes; stops writing once past it.
+fn fits_serialized(value: &Value, limit: usize) -> bool {
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(limit), value).is_ok()
 }
 
 pub async fn store_session(sessions: &Sessions, params: StoreSessionParams) -> Result<AuthState> {
@@ -183,6 +246,49 @@ mod tests {
             .into_session(1_000)
             .unwrap();
         assert_eq!(session.expires_at, Some(4_600));
+    }
+
+    #[test]
+    fn free_form_params_are_capped_and_named() {
+        let big = "x".repeat(MAX_FREE_FORM_BYTES);
+        // Exactly at the limit, serialized: `"` + payload + `"` inside `{"n":...}`.
+        let fits = serde_json::json!({"n": "x".repeat(MAX_FREE_FORM_BYTES - 8)});
+        assert_eq!(
+            serde_json::to_string(&fits).unwrap().len(),
+            MAX_FREE_FORM_BYTES
+        );
+        params(serde_json::json!({"access_token": "t", "user": fits}))
+            .into_session(0)
+            .unwrap();
+        let over = serde_json::json!({"n": "x".repeat(MAX_FREE_FORM_BYTES - 7)});
+        for (json, field) in [
+            (
+                serde_json::json!({"access_token": "t", "user": over}),
+                "user",
+            ),
+            (
+                serde_json::json!({"access_token": format!("{big}y")}),
+                "access_token",
+            ),
+            (
+                serde_json::json!({"access_token": "t", "refresh_token": format!("{big}y")}),
+                "refresh_token",
+            ),
+            (
+                serde_json::json!({"access_token": "t", "token_type": format!("{big}y")}),
+                "token_type",
+            ),
+        ] {
+            let err = params(json).into_session(0).unwrap_err();
+            assert_eq!(err.data()["field"], field);
+            let message = err.to_string();
+            assert!(message.contains("65536"), "{message}");
+            assert!(message.contains(field), "{message}");
+            assert!(!message.contains("xxxx"), "{message}");
+        }
+        params(serde_json::json!({"access_token": big}))
+            .into_session(0)
+            .unwrap();
     }
 
     #[test]

@@ -3,9 +3,15 @@
 //!
 //! jsonrpsee's `Id` accepts only strings, `null` and `u64`, so requests reach jsonrpsee with
 //! `id: null` and the id text exactly as the client sent it is spliced into the response.
+//!
+//! [`Dispatcher::handle_line_admitted`] is what the reader uses: each request (each batch
+//! member) whose handler is async is first put to an [`Admit`] decision, then polled once
+//! right there; only the ones still pending keep their [`Ticket`].
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -14,12 +20,25 @@ use jsonrpsee::types::{Id, Params};
 use jsonrpsee::{ConnectionId, Extensions};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// What a line produced: a reply ready now (or nothing, for notifications), or one that
 /// needs the runtime.
 pub enum Reply {
     Now(Option<String>),
     Later(BoxFuture<'static, Option<String>>),
+}
+
+/// One in-flight slot, held by a pending request until its reply is queued.
+pub type Ticket = OwnedSemaphorePermit;
+
+/// Whether a request whose handler is async may start. Decided before its handler runs, so
+/// a refused request has started nothing.
+pub enum Admit {
+    /// Run it; a ticket, when given, is kept while it is pending.
+    Run(Option<Ticket>),
+    /// Refuse it (`-32002` `rate_limited`); the number is the bound, for the message.
+    Refuse(usize),
 }
 
 const PARSE_ERROR: &str =
@@ -66,18 +85,58 @@ impl Dispatcher {
         }
     }
 
-    /// Handles one line: a single request or a batch.
+    /// Handles one line: a single request or a batch. Every request is admitted and nothing
+    /// is polled: a pending reply comes back as [`Reply::Later`], to be awaited anywhere.
     pub fn handle_line(&self, line: &[u8]) -> Reply {
+        let mut tickets = Vec::new();
+        let mut admit_all = |_: &str| Admit::Run(None);
+        self.handle(
+            line,
+            &mut Gate {
+                admit: &mut admit_all,
+                poll: false,
+                tickets: &mut tickets,
+            },
+        )
+    }
+
+    /// Handles one line the way the reader does: each request with an async handler (each
+    /// batch member, one by one, in order) is put to `admit` first. A refused one is answered
+    /// at once; an admitted one is polled once, here, so it must run inside the runtime. A
+    /// request that completes on that poll is answered at once and its ticket dropped; the
+    /// tickets of the pending ones are returned with the [`Reply::Later`], to be dropped once
+    /// its reply is queued.
+    pub fn handle_line_admitted(
+        &self,
+        line: &[u8],
+        admit: &mut dyn FnMut(&str) -> Admit,
+    ) -> (Reply, Vec<Ticket>) {
+        let mut tickets = Vec::new();
+        let reply = self.handle(
+            line,
+            &mut Gate {
+                admit,
+                poll: true,
+                tickets: &mut tickets,
+            },
+        );
+        if matches!(reply, Reply::Now(_)) {
+            tickets.clear();
+        }
+        (reply, tickets)
+    }
+
+    fn handle(&self, line: &[u8], gate: &mut Gate<'_>) -> Reply {
         match line.iter().find(|b| !b.is_ascii_whitespace()) {
             None => Reply::Now(None),
             // serde_json skips the members it ignores without checking their UTF-8.
             Some(_) if std::str::from_utf8(line).is_err() => Reply::Now(Some(PARSE_ERROR.into())),
-            Some(b'[') => self.handle_batch(line),
-            Some(_) => self.handle_single(line),
+            Some(b'[') => self.handle_batch(line, gate),
+            Some(_) => self.handle_single(line, gate),
         }
     }
 
-    fn handle_batch(&self, line: &[u8]) -> Reply {
+    fn handle_batch(&self, line: &[u8], gate: &mut Gate<'_>) -> Reply {
         let items: Vec<&RawValue> = match serde_json::from_slice(line) {
             Ok(items) => items,
             Err(_) => return Reply::Now(Some(PARSE_ERROR.into())),
@@ -87,7 +146,7 @@ impl Dispatcher {
         }
         let replies: Vec<Reply> = items
             .iter()
-            .map(|item| self.handle_single(item.get().as_bytes()))
+            .map(|item| self.handle_single(item.get().as_bytes(), gate))
             .collect();
         if replies.iter().all(|r| matches!(r, Reply::Now(_))) {
             let lines = replies.into_iter().filter_map(|r| match r {
@@ -108,7 +167,7 @@ impl Dispatcher {
         )
     }
 
-    fn handle_single(&self, text: &[u8]) -> Reply {
+    fn handle_single(&self, text: &[u8], gate: &mut Gate<'_>) -> Reply {
         // A request is an object; serde would also take a batch member `["2.0", 1, "m"]`.
         if text.first() == Some(&b'[') {
             return Reply::Now(Some(INVALID_REQUEST.into()));
@@ -120,10 +179,10 @@ impl Dispatcher {
         let Some(request) = Request::validate(envelope) else {
             return Reply::Now(Some(INVALID_REQUEST.into()));
         };
-        self.call(request)
+        self.call(request, gate)
     }
 
-    fn call(&self, request: Request<'_>) -> Reply {
+    fn call(&self, request: Request<'_>, gate: &mut Gate<'_>) -> Reply {
         let id = request.id.map(|raw| raw.get().to_owned());
         let Some(callback) = self.methods.method(&request.method) else {
             return Reply::Now(id.map(|id| method_not_found(&id)));
@@ -143,6 +202,10 @@ impl Dispatcher {
                 Reply::Now(id.map(|id| finish(&id, response.ok())))
             }
             MethodCallback::Async(method) => {
+                let ticket = match (gate.admit)(&request.method) {
+                    Admit::Run(ticket) => ticket,
+                    Admit::Refuse(bound) => return Reply::Now(id.map(|id| refused(&id, bound))),
+                };
                 let future = method(
                     Id::Null,
                     Params::new(params).into_owned(),
@@ -150,12 +213,17 @@ impl Dispatcher {
                     self.max_response,
                     Extensions::new(),
                 );
-                Reply::Later(
-                    AssertUnwindSafe(future)
-                        .catch_unwind()
-                        .map(move |response| id.map(|id| finish(&id, response.ok())))
-                        .boxed(),
-                )
+                let mut future = AssertUnwindSafe(future)
+                    .catch_unwind()
+                    .map(move |response| id.map(|id| finish(&id, response.ok())))
+                    .boxed();
+                if gate.poll
+                    && let Poll::Ready(reply) = poll_once(&mut future)
+                {
+                    return Reply::Now(reply);
+                }
+                gate.tickets.extend(ticket);
+                Reply::Later(future)
             }
             // No subscriptions are registered: a stdio sidecar pushes notifications instead.
             MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
@@ -163,6 +231,20 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// How [`Dispatcher::call`] admits and starts async handlers, and where the tickets of the
+/// pending ones go.
+struct Gate<'a> {
+    admit: &'a mut dyn FnMut(&str) -> Admit,
+    /// Poll each admitted handler once, at once.
+    poll: bool,
+    tickets: &'a mut Vec<Ticket>,
+}
+
+fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    pin!(future).poll(&mut cx)
 }
 
 /// A request whose envelope passed validation.
@@ -210,6 +292,15 @@ fn envelope_error(error: &serde_json::Error, text: &[u8]) -> &'static str {
 
 fn method_not_found(id: &str) -> String {
     format!(r#"{RESPONSE_HEAD}{id},"error":{{"code":-32601,"message":"Method not found"}}}}"#)
+}
+
+/// The answer to a request refused at the in-flight bound (docs/protocol.md, "Concurrency and
+/// backpressure"): the `rate_limited` error without an HTTP `status`, since the sidecar itself
+/// refused it, before its handler started.
+fn refused(id: &str, bound: usize) -> String {
+    format!(
+        r#"{RESPONSE_HEAD}{id},"error":{{"code":-32002,"message":"Too many requests in flight (the bound is {bound}): not started; retry once an answer comes back","data":{{"kind":"rate_limited","retryable":true}}}}}}"#
+    )
 }
 
 fn internal_error(id: &str) -> String {

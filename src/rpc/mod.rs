@@ -2,50 +2,82 @@
 //!
 //! It knows nothing about sessions or domains: it reads lines, hands each to a jsonrpsee
 //! method table through [`dispatch::Dispatcher`], and writes replies through the one
-//! [`Outbox`].
+//! [`Outbox`]. What it must know of the methods comes in [`Limits`]: the names of the ones
+//! admitted into a reserve past the in-flight bound ([`Limits::reserved_methods`]).
 //!
-//! Hot path: a blocking reader thread polls each request's future once. Methods that are
-//! already complete (`core_ping`, `auth_get_state`, ...) are answered right there, with no
-//! thread hop, and output is flushed only once no more input is buffered. Futures that are
-//! still pending go to the tokio runtime, bounded by a semaphore: past the bound the reader
-//! waits instead of growing memory.
+//! **The reader never waits for a handler.** A blocking reader thread reads one line at a
+//! time and, for each request (each batch member), in order:
+//!
+//! 1. a method with a sync handler (`core_ping`, `core_version`, `rpc.discover`) runs right
+//!    there and is answered inline: no slot, no thread hop;
+//! 2. an async handler needs a slot of the in-flight bound ([`InFlight`],
+//!    `CORE_SIDECAR_MAX_IN_FLIGHT`). Past the bound a **new** request is refused before its
+//!    handler starts, so no half-started work is ever dropped: `-32002` `rate_limited`
+//!    without a `status` (see `dispatch::refused`). Methods in [`Limits::reserved_methods`]
+//!    are admitted past the bound, into a reserve of the same size again, so they run even
+//!    when every other slot hangs on a slow upstream;
+//! 3. an admitted handler is polled once on the reader thread; if it is done (`auth_get_state`
+//!    once the session is loaded, a bad param, `no_session`) it is answered inline and its
+//!    slot is free again at once. Otherwise the future is spawned onto the runtime with its
+//!    slot, and the slot is released once its reply is queued.
+//!
+//! A batch is admitted member by member (each pending member holds one slot, until the
+//! batch's one reply line is queued), so a batch cannot get around the bound; its refused
+//! members get the refusal in their place in the batch answer. The reader itself never
+//! waits for a slot; memory stays bounded because pending work is bounded by the slots and a
+//! refusal costs one short line.
+//!
+//! **Output** is flushed once no more input is buffered. The only thing the reader waits for
+//! is stdout itself: when the shell stops reading it, the reader stops reading stdin once
+//! [`Outbox::backlog`] passes [`FLUSH_BACKLOG_BYTES`] (see [`outbox`] for why no other thread
+//! ever blocks on stdout). [`hangup`] notices a closed stdout or stdin without a read or a
+//! write, so the shutdown never depends on a blocked reader.
 
 mod dispatch;
 mod framing;
+pub mod hangup;
 mod outbox;
 
-use std::future::Future;
 use std::io::Read;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use jsonrpsee::core::server::Methods;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-pub use dispatch::{Dispatcher, Reply};
+pub use dispatch::{Admit, Dispatcher, Reply, Ticket};
 pub use framing::{Frame, LineReader};
 pub use outbox::Outbox;
 
 /// Limits of the transport (docs/protocol.md, "Wire rules").
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Requests pending at once (batch members counted one each); past it new requests are
+    /// refused, except reserved methods.
     pub max_in_flight: usize,
     pub max_line_bytes: usize,
+    /// Methods admitted past `max_in_flight`, into a reserve of the same size (the app
+    /// reserves its session methods, so a shell can still read its state, sign out and
+    /// refresh while every other slot hangs on a slow upstream). Only async handlers are ever
+    /// counted, so sync ones need not be listed.
+    pub reserved_methods: &'static [&'static str],
 }
 
 /// Requests handled at once by default (`CORE_SIDECAR_MAX_IN_FLIGHT`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Longest accepted line by default, 16 MiB (`CORE_SIDECAR_MAX_LINE_BYTES`).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Queued output past which the reader writes it out itself, waiting on a full stdout, before
+/// it reads on.
+pub const FLUSH_BACKLOG_BYTES: usize = 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            reserved_methods: &[],
         }
     }
 }
@@ -61,33 +93,65 @@ pub enum ReadEnd {
     Failed(std::io::ErrorKind),
 }
 
-/// Requests handed to the runtime and not yet answered.
+/// The in-flight bound: requests handed to the runtime and not yet answered, counted in
+/// slots. `bound` slots for any request, and a reserve of `bound` more that only local
+/// methods may use.
 #[derive(Clone)]
 pub struct InFlight {
-    permits: Arc<Semaphore>,
-    max: u32,
+    slots: Arc<Semaphore>,
+    bound: usize,
 }
 
 impl InFlight {
     pub fn new(max: usize) -> Self {
-        let max = max.clamp(1, Semaphore::MAX_PERMITS) as u32;
+        let bound = max.clamp(1, (u32::MAX as usize).min(Semaphore::MAX_PERMITS) / 2);
         Self {
-            permits: Arc::new(Semaphore::new(max as usize)),
-            max,
+            slots: Arc::new(Semaphore::new(2 * bound)),
+            bound,
         }
     }
 
-    /// Waits until every request in flight has finished, at most `timeout`. Returns whether
-    /// they all did.
+    /// The bound (`CORE_SIDECAR_MAX_IN_FLIGHT`, clamped to at least 1).
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+
+    /// Requests pending now.
+    pub fn pending(&self) -> usize {
+        2 * self.bound - self.slots.available_permits()
+    }
+
+    /// A slot for a new request, or `Refuse`: any request while fewer than `bound` are
+    /// pending, a local one while fewer than twice that. Never waits.
+    pub fn admit(&self, local: bool) -> Admit {
+        // Only the reader takes slots (the drain aside), so the count cannot drop between the
+        // check and the take.
+        let room = if local { 0 } else { self.bound };
+        if self.slots.available_permits() <= room {
+            return Admit::Refuse(self.bound);
+        }
+        match self.slots.clone().try_acquire_owned() {
+            Ok(ticket) => Admit::Run(Some(ticket)),
+            Err(_) => Admit::Refuse(self.bound),
+        }
+    }
+
+    /// Waits until every request in flight has been answered (its reply queued), at most
+    /// `timeout`. Returns whether they all were. New requests are refused meanwhile.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.permits.acquire_many(self.max))
-            .await
-            .is_ok_and(|permit| permit.is_ok())
+        tokio::time::timeout(timeout, self.idle()).await.is_ok()
+    }
+
+    /// Waits until no request is in flight. New requests are refused meanwhile.
+    pub async fn idle(&self) {
+        let all = (2 * self.bound) as u32;
+        let _ = self.slots.acquire_many(all).await;
     }
 }
 
 /// Reads requests from `input` until EOF and answers them through `outbox`. Blocking: run it
-/// on its own thread. `runtime` runs the handlers that do not complete at once.
+/// on its own thread. `runtime` runs the handlers that do not complete at once. Never waits
+/// for a handler or a slot (only, when the shell stops reading stdout, for stdout).
 pub fn serve_blocking(
     input: impl Read,
     outbox: &Outbox,
@@ -99,6 +163,7 @@ pub fn serve_blocking(
     // Entering the runtime lets handlers polled here register timers and sockets.
     let _enter = runtime.enter();
     let dispatcher = Dispatcher::new(methods);
+    let mut admit = |method: &str| in_flight.admit(limits.reserved_methods.contains(&method));
     let mut reader = LineReader::new(input, limits.max_line_bytes);
     let mut line = Vec::with_capacity(1024);
     loop {
@@ -107,24 +172,30 @@ pub fn serve_blocking(
         }
         let frame = match reader.next_line(&mut line) {
             Ok(frame) => frame,
-            Err(e) => {
-                outbox.flush();
-                return ReadEnd::Failed(e.kind());
-            }
+            // No flush here: what is queued is the shutdown's to write, within its deadline.
+            Err(e) => return ReadEnd::Failed(e.kind()),
         };
         match frame {
-            Frame::Eof => {
-                outbox.flush();
-                return ReadEnd::Eof;
-            }
+            Frame::Eof => return ReadEnd::Eof,
             Frame::TooLong => outbox.write_line_buffered(dispatch::line_too_long().as_bytes()),
-            Frame::Line => match dispatcher.handle_line(&line) {
-                Reply::Now(reply) => write_now(outbox, reply),
-                Reply::Later(future) => run_pending(future, outbox, in_flight, runtime),
+            Frame::Line => match dispatcher.handle_line_admitted(&line, &mut admit) {
+                (Reply::Now(reply), _) => write_now(outbox, reply),
+                (Reply::Later(future), tickets) => {
+                    let outbox = outbox.clone();
+                    runtime.spawn(async move {
+                        let reply = future.await;
+                        outbox.write_line_releasing(reply.as_deref().map(str::as_bytes), tickets);
+                    });
+                }
             },
         }
-        if reader.is_drained() {
+        let backlog = outbox.backlog();
+        if backlog >= FLUSH_BACKLOG_BYTES {
+            // The shell is not keeping up: write it out here, waiting, and read no more
+            // until it has.
             outbox.flush();
+        } else if backlog > 0 && reader.is_drained() {
+            outbox.try_flush();
         }
     }
 }
@@ -135,57 +206,33 @@ fn write_now(outbox: &Outbox, reply: Option<String>) {
     }
 }
 
-/// Polls a handler's future once on the reader thread; if it is not done, spawns it under
-/// the in-flight bound.
-fn run_pending(
-    future: futures::future::BoxFuture<'static, Option<String>>,
-    outbox: &Outbox,
-    in_flight: &InFlight,
-    runtime: &Handle,
-) {
-    let mut future = future;
-    if let Poll::Ready(reply) = poll_once(&mut future) {
-        write_now(outbox, reply);
-        return;
-    }
-    let permit = match in_flight.permits.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            // Backpressure: flush what we have so the client can make progress, then wait.
-            outbox.flush();
-            match runtime.block_on(in_flight.permits.clone().acquire_owned()) {
-                Ok(permit) => permit,
-                Err(_) => return,
-            }
-        }
-    };
-    let outbox = outbox.clone();
-    runtime.spawn(async move {
-        if let Some(reply) = future.await {
-            outbox.write_line(reply.as_bytes());
-        }
-        drop(permit);
-    });
-}
-
-fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
-    let mut cx = Context::from_waker(Waker::noop());
-    pin!(future).poll(&mut cx)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::{self, Cursor, Write};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use jsonrpsee::RpcModule;
+    use serde_json::Value;
 
     use super::*;
 
     /// A writer the test can read back.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        fn json_lines(&self) -> Vec<Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+                .collect()
+        }
+    }
 
     impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -198,7 +245,7 @@ mod tests {
     }
 
     /// A parent that closed our stdout.
-    struct Closed;
+    pub(crate) struct Closed;
 
     impl Write for Closed {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
@@ -209,6 +256,8 @@ mod tests {
         }
     }
 
+    /// `ping` (sync), `later` (async, done after 1 ms), `hang` (async, never done; stands for
+    /// a call hanging on an upstream) and `local` (async, never done, but listed as local).
     fn module() -> RpcModule<()> {
         let mut module = RpcModule::new(());
         module.register_method("ping", |_, _, _| "pong").unwrap();
@@ -219,23 +268,51 @@ mod tests {
             })
             .unwrap();
         module
+            .register_async_method("hang", |_, _, _| std::future::pending::<()>())
+            .unwrap();
+        module
+            .register_async_method("local", |_, _, _| std::future::pending::<()>())
+            .unwrap();
+        module
     }
 
-    fn serve(input: &str, output: impl Write + Send + 'static) -> (ReadEnd, Outbox) {
+    fn limits(max_in_flight: usize) -> Limits {
+        Limits {
+            max_in_flight,
+            reserved_methods: &["local"],
+            ..Limits::default()
+        }
+    }
+
+    fn request(id: impl std::fmt::Display, method: &str) -> String {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#)
+    }
+
+    /// Serves `input` to EOF. The reader returns whatever its requests do (a hanging one
+    /// included); the in-flight ones are then given `drain` to finish. Returns how many
+    /// were pending when the reader returned.
+    fn serve(
+        input: &str,
+        output: impl Write + Send + 'static,
+        limits: Limits,
+        drain: Duration,
+    ) -> (ReadEnd, Outbox, usize) {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let outbox = Outbox::new(output);
-        let in_flight = InFlight::new(4);
+        let in_flight = InFlight::new(limits.max_in_flight);
         let end = serve_blocking(
             Cursor::new(input.to_string()),
             &outbox,
             module(),
-            Limits::default(),
+            limits,
             &in_flight,
             runtime.handle(),
         );
-        assert!(runtime.block_on(in_flight.drain(Duration::from_secs(5))));
+        let pending = in_flight.pending();
+        runtime.block_on(in_flight.drain(drain));
         outbox.flush();
-        (end, outbox)
+        runtime.shutdown_background();
+        (end, outbox, pending)
     }
 
     #[test]
@@ -243,31 +320,161 @@ mod tests {
         let mut input = String::new();
         for id in 0..100 {
             let method = if id % 3 == 0 { "later" } else { "ping" };
-            input.push_str(&format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\"}}\n"
-            ));
+            input.push_str(&request(id, method));
+            input.push('\n');
         }
         input.push_str("not json\n");
         let output = Captured::default();
-        let (end, _) = serve(&input, output.clone());
+        let (end, _, _) = serve(&input, output.clone(), limits(4), TIMEOUT);
         assert_eq!(end, ReadEnd::Eof);
 
-        let text = String::from_utf8(output.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
-            .collect();
+        let lines = output.json_lines();
         assert_eq!(lines.len(), 101);
         let mut ids: Vec<i64> = lines.iter().filter_map(|l| l["id"].as_i64()).collect();
         ids.sort_unstable();
+        // 34 `later` calls and a bound of 4: pending ones past the bound would have been
+        // refused, so every id answered with a result means none was pending long.
         assert_eq!(ids, (0..100).collect::<Vec<_>>());
         assert!(lines.iter().any(|l| l["error"]["code"] == -32700));
     }
 
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Every slot hangs: the reader still reads to EOF, refuses what needs a slot, and
+    /// answers sync methods and local ones (from the reserve) without waiting.
+    #[test]
+    fn past_the_bound_new_requests_are_refused_and_the_reader_never_waits() {
+        let mut input = String::new();
+        for id in 0..5 {
+            input.push_str(&request(id, "hang"));
+            input.push('\n');
+        }
+        input.push_str(&request(10, "ping"));
+        input.push('\n');
+        for id in 20..25 {
+            input.push_str(&request(id, "local"));
+            input.push('\n');
+        }
+        // A notification past the bound is dropped silently.
+        input.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"hang\"}\n");
+        let output = Captured::default();
+        // No drain: the hanging requests never end.
+        let (end, _, pending) = serve(&input, output.clone(), limits(2), Duration::ZERO);
+        assert_eq!(end, ReadEnd::Eof, "the reader got to the end");
+        assert_eq!(pending, 2 + 2, "two hang, two local in the reserve");
+
+        let lines = output.json_lines();
+        let ids: Vec<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+        // Hangs 0 and 1 fill the bound, locals 20 and 21 the reserve; the rest is refused.
+        assert_eq!(ids, [2, 3, 4, 10, 22, 23, 24], "{lines:?}");
+        for refused in lines.iter().filter(|l| l["id"] != 10) {
+            assert_eq!(refused["error"]["code"], -32002, "{refused}");
+            assert_eq!(
+                refused["error"]["data"]["kind"], "rate_limited",
+                "{refused}"
+            );
+            assert_eq!(refused["error"]["data"]["retryable"], true, "{refused}");
+            assert!(
+                refused["error"]["data"].get("status").is_none(),
+                "{refused}"
+            );
+            let message = refused["error"]["message"].as_str().unwrap();
+            assert!(message.contains("bound is 2"), "{message}");
+        }
+        assert_eq!(lines[3]["result"], "pong");
+    }
+
+    /// A batch takes one slot per pending member; members past the bound are refused in
+    /// their place; the answer is one line in member order.
+    #[test]
+    fn batch_members_count_one_each_against_the_bound() {
+        let members: Vec<String> = (0..6)
+            .map(|id| request(id, if id == 3 { "ping" } else { "hang" }))
+            .collect();
+        let input = format!("[{}]\n{}\n", members.join(","), request(9, "hang"));
+        let output = Captured::default();
+        let (end, _, pending) = serve(&input, output.clone(), limits(2), Duration::ZERO);
+        assert_eq!(end, ReadEnd::Eof);
+        assert_eq!(pending, 2, "two members hang, each in a slot");
+        // The batch never completes (two members hang); the request after it is refused.
+        let lines = output.json_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["id"], 9);
+        assert_eq!(lines[0]["error"]["code"], -32002);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_answer_keeps_member_order_with_refusals_in_place() {
+        let in_flight = InFlight::new(2);
+        let dispatcher = Dispatcher::new(module());
+        let members: Vec<String> = (0..5)
+            .map(|id| request(id, if id == 1 { "ping" } else { "later" }))
+            .collect();
+        let line = format!("[{}]", members.join(","));
+        let mut admit = |method: &str| in_flight.admit(method == "local");
+        let (reply, tickets) = dispatcher.handle_line_admitted(line.as_bytes(), &mut admit);
+        assert_eq!(tickets.len(), 2, "two pending members, one slot each");
+        assert_eq!(in_flight.pending(), 2);
+        let Reply::Later(future) = reply else {
+            panic!("pending members: the batch completes later");
+        };
+        let answer: Vec<Value> = serde_json::from_str(&future.await.unwrap()).unwrap();
+        let ids: Vec<i64> = answer.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4], "member order");
+        assert_eq!(answer[0]["result"], "done");
+        assert_eq!(answer[1]["result"], "pong");
+        assert_eq!(answer[2]["result"], "done");
+        for refused in &answer[3..] {
+            assert_eq!(refused["error"]["code"], -32002, "{refused}");
+        }
+        drop(tickets);
+        assert_eq!(in_flight.pending(), 0, "slots free once the answer is out");
+    }
+
+    /// A request done on its first poll on the reader thread takes no slot, even at the bound.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_done_on_its_first_poll_frees_its_slot_at_once() {
+        let mut module = RpcModule::new(());
+        module
+            .register_async_method("ready", |_, _, _| async { "ready" })
+            .unwrap();
+        let dispatcher = Dispatcher::new(module);
+        let in_flight = InFlight::new(1);
+        let mut admit = |_: &str| in_flight.admit(false);
+        for id in 0..3 {
+            let (reply, tickets) =
+                dispatcher.handle_line_admitted(request(id, "ready").as_bytes(), &mut admit);
+            assert!(tickets.is_empty());
+            let Reply::Now(Some(reply)) = reply else {
+                panic!("answered inline");
+            };
+            assert!(reply.contains(r#""result":"ready""#), "{reply}");
+        }
+        assert_eq!(in_flight.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_the_slots_and_is_bounded() {
+        let in_flight = InFlight::new(2);
+        let Admit::Run(Some(ticket)) = in_flight.admit(false) else {
+            panic!("a slot");
+        };
+        let start = tokio::time::Instant::now();
+        assert!(!in_flight.drain(Duration::from_secs(5)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        drop(ticket);
+        assert!(in_flight.drain(Duration::from_secs(5)).await);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(5),
+            "at once when none is pending"
+        );
+    }
+
     #[test]
     fn stops_reading_when_output_is_closed() {
-        let input = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n".repeat(10);
-        let (end, outbox) = serve(&input, Closed);
+        let input = format!("{}\n", request(1, "ping")).repeat(10);
+        let (end, outbox, _) = serve(&input, Closed, limits(4), TIMEOUT);
         assert_eq!(end, ReadEnd::OutputClosed);
         assert!(outbox.is_closed());
     }

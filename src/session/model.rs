@@ -6,17 +6,20 @@ use base64::Engine;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// A token. Its `Debug` never shows the value, so a stray `{:?}` cannot leak it, and it is
 /// not `Serialize`: a struct holding one cannot be written out by accident. The one
-/// serialized form of a session is [`StoredSession`].
+/// serialized form of a session is [`StoredSession`]. Its bytes are overwritten with zeros
+/// when it is dropped (`Zeroizing`), so a session that ended leaves no token in freed memory.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Zeroizing<String>);
 
 impl Secret {
-    /// `None` for an empty string: an empty token is no token.
+    /// `None` for an empty string: an empty token is no token. The string is taken as is
+    /// (moved, not copied), so its one buffer is the one zeroed on drop.
     pub fn new(value: impl Into<String>) -> Option<Self> {
-        let value = value.into();
+        let value = Zeroizing::new(value.into());
         if value.trim().is_empty() {
             return None;
         }
@@ -47,12 +50,13 @@ pub struct Session {
 }
 
 /// The session as the keyring holds it: one JSON object, so a write is atomic. The only
-/// type that serializes a token.
+/// type that serializes a token. Its tokens are zeroed when it is dropped, like the JSON text
+/// it is written to and read from ([`StoredSession::to_json`], [`StoredSession::from_json`]).
 #[derive(Serialize, Deserialize)]
 pub struct StoredSession {
-    access_token: String,
+    access_token: Zeroizing<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
+    refresh_token: Option<Zeroizing<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,33 +66,54 @@ pub struct StoredSession {
 }
 
 impl StoredSession {
-    /// The keyring secret of `session`.
-    pub fn to_json(session: &Session) -> String {
+    /// The keyring secret of `session`, zeroed when the caller drops it (after the save).
+    /// Written into a buffer of the exact size, so no reallocation leaves a partial copy of
+    /// it in freed memory.
+    pub fn to_json(session: &Session) -> Zeroizing<String> {
         let stored = StoredSession {
-            access_token: session.access_token.expose().to_string(),
-            refresh_token: session
-                .refresh_token
-                .as_ref()
-                .map(|t| t.expose().to_string()),
+            access_token: session.access_token.0.clone(),
+            refresh_token: session.refresh_token.as_ref().map(|t| t.0.clone()),
             expires_at: session.expires_at,
             token_type: session.token_type.clone(),
             user: session.user.clone(),
         };
         // Strings, numbers and a JSON value cannot fail to serialize.
-        serde_json::to_string(&stored).expect("a stored session serializes")
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &stored).expect("a stored session serializes");
+        let mut json = Zeroizing::new(Vec::with_capacity(size.0));
+        serde_json::to_writer(&mut *json, &stored).expect("a stored session serializes");
+        let json = std::mem::take(&mut *json);
+        // serde_json writes UTF-8 only; the conversion keeps the buffer.
+        Zeroizing::new(String::from_utf8(json).expect("serde_json writes UTF-8"))
     }
 
     /// The session in a keyring secret; `None` when it is not one (the reason is not given:
     /// a serde error can quote the input, which holds tokens).
     pub fn from_json(secret: &str) -> Option<Session> {
-        let stored: StoredSession = serde_json::from_str(secret).ok()?;
+        let mut stored: StoredSession = serde_json::from_str(secret).ok()?;
         Some(Session {
-            access_token: Secret::new(stored.access_token)?,
-            refresh_token: stored.refresh_token.and_then(Secret::new),
+            access_token: Secret::new(std::mem::take(&mut *stored.access_token))?,
+            refresh_token: stored
+                .refresh_token
+                .and_then(|mut token| Secret::new(std::mem::take(&mut *token))),
             expires_at: stored.expires_at,
             token_type: stored.token_type,
             user: stored.user,
         })
+    }
+}
+
+/// A writer that only counts: the exact size of a serialization, before allocating for it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -305,7 +330,14 @@ mod tests {
         let json = StoredSession::to_json(&session);
         assert!(
             json.contains("tok-123") && json.contains("ref-456"),
-            "{json}"
+            "{}",
+            json.as_str()
+        );
+        // Written into a buffer of its exact size: no reallocation left a copy behind.
+        assert_eq!(json.len(), json.capacity());
+        assert_eq!(
+            json.as_str(),
+            r#"{"access_token":"tok-123","refresh_token":"ref-456","expires_at":100,"token_type":"bearer","user":{"id":"u1"}}"#
         );
         assert_eq!(StoredSession::from_json(&json), Some(session.clone()));
         assert!(!format!("{session:?}").contains("tok-123"));

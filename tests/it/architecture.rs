@@ -15,6 +15,7 @@ const MODULES: &[&str] = &[
     "config",
     "domains",
     "error",
+    "hardening",
     "router",
     "rpc",
     "schema",
@@ -219,6 +220,13 @@ fn violations(sources: &[Source]) -> Vec<String> {
                 }
             }
             _ => {}
+        }
+        if source.path != "config.rs"
+            && (source.code.contains("env::var") || source.code.contains("env::vars"))
+        {
+            broken.push(format!(
+                "{file}: reads the environment; every setting is read in config.rs"
+            ));
         }
         for (external, owners) in OWNED_CRATES {
             if uses_crate(&source.code, external) && !owners.iter().any(|o| within(source, o)) {

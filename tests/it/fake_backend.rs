@@ -202,3 +202,50 @@ async fn route(
         _ => failure(StatusCode::NOT_FOUND, "no such route"),
     }
 }
+
+/// A backend that accepts connections and never reads or answers them: every call to it
+/// hangs until the client's timeout. Counts the connections it accepted.
+pub struct SilentBackend {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SilentBackend {
+    pub async fn start() -> SilentBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let server = tokio::spawn(async move {
+            // Held, never read, until the fake is dropped.
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        SilentBackend {
+            port,
+            accepted,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

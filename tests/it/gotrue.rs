@@ -8,8 +8,9 @@
 //! expire); a *stale* one the backend refuses comes from `seed_session(false)`.
 //!
 //! Test switches: canned `/token` failures, holding the next `/token` request until released,
-//! a canned `/user` and `/logout` answer. Every token it ever made is in [`FakeGoTrue::tokens`]
-//! so tests can register them as secrets with the harness.
+//! a canned `/user` and `/logout` answer, a raw `/token` answer with headers (a redirect).
+//! Every token it ever made is in [`FakeGoTrue::tokens`] so tests can register them as
+//! secrets with the harness.
 #![allow(dead_code)] // shared helpers; not every test uses each one
 
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +41,9 @@ struct Hold {
     released: watch::Sender<bool>,
 }
 
+/// A raw answer: status, headers, body.
+type RawReply = (u16, Vec<(String, String)>, String);
+
 #[derive(Default)]
 struct Inner {
     n: usize,
@@ -53,6 +57,8 @@ struct Inner {
     logout_bearers: Vec<String>,
     logout_response: Option<(u16, String)>,
     failures: VecDeque<(u16, String)>,
+    /// Canned `/token` answers with headers, taken after `failures`.
+    replies: VecDeque<RawReply>,
     user_response: Option<(u16, String)>,
     user_calls: usize,
     last_apikey: Option<String>,
@@ -204,6 +210,18 @@ impl FakeGoTrue {
         }
     }
 
+    /// The next `/token` request answers this status, these headers and this body as is (a
+    /// redirect, say). Queued after [`FakeGoTrue::fail_next_token`]'s answers.
+    pub fn reply_next_token(&self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        lock(&self.inner)
+            .replies
+            .push_back((status, headers, body.to_string()));
+    }
+
     /// The next `/token` request waits until [`FakeGoTrue::release_token`].
     pub fn hold_token(&self) {
         let (arrived, _) = watch::channel(false);
@@ -334,6 +352,16 @@ async fn token(
     let mut g = lock(&inner);
     if let Some((status, body)) = g.failures.pop_front() {
         return canned(status, body);
+    }
+    if let Some((status, headers, body)) = g.replies.pop_front() {
+        let mut response = (StatusCode::from_u16(status).expect("status"), body).into_response();
+        for (name, value) in headers {
+            let name = axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            response
+                .headers_mut()
+                .insert(name, value.parse().expect("header value"));
+        }
+        return response;
     }
     let user = match g.refresh.get_mut(&presented) {
         None => {

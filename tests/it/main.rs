@@ -19,14 +19,20 @@
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 //! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
 //! - `auth_refresh`: refresh, commit guard, `auth_get_user` and `auth_sign_out` against it.
+//! - `hardening`: cleartext URLs refused, the process non-dumpable, no value echoed in errors.
 //! - `faults`: injected faults (hanging, cut-off and oversized backend answers, a hanging or
 //!   refusing keyring, closed stdout, stdin EOF and SIGTERM with requests in flight).
+//! - `hostile`: upstreams that redirect, send gigabytes or gzip bombs, or hold thousands of
+//!   requests: nothing followed, bodies capped, memory small, connections bounded.
 //! - `load`: 10,000 mixed requests with 256 in flight; none lost, memory back near idle.
+//! - `backpressure`: a silent backend never delays local calls; past the in-flight bound
+//!   (batch members each) new requests are refused; exits on time with stdout unread or closed.
 //! - `bench_smoke`: the benchmark programs behind scripts/bench.sh, in their quick modes.
 
 mod architecture;
 mod auth_refresh;
 mod backend;
+mod backpressure;
 mod bench_smoke;
 mod demo;
 mod fake_backend;
@@ -34,7 +40,9 @@ mod fake_sentry;
 mod faults;
 mod fuzz_regressions;
 mod gotrue;
+mod hardening;
 mod harness;
+mod hostile;
 mod hygiene;
 mod js_client;
 mod load;

@@ -357,3 +357,48 @@ async fn supabase_session_objects_and_bad_params() {
     assert_eq!(again["result"]["removed"], false);
     stop(sidecar).await;
 }
+
+#[tokio::test]
+async fn a_user_object_over_64_kib_is_refused_and_nothing_is_stored() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let mut params = session_params(TEST_JWT, "u-big");
+    params["user"]["blob"] = json!("b".repeat(1024 * 1024));
+    let response = sidecar.request("auth_store_session", params).await;
+    let error = &response["error"];
+    assert_eq!(error["code"], -32602, "{}", &response.to_string()[..300]);
+    assert_eq!(error["data"]["kind"], "invalid_params");
+    assert_eq!(error["data"]["field"], "user");
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.contains("65536"), "{message}");
+    assert!(
+        !message.contains("bbbb"),
+        "the value is not echoed: {message}"
+    );
+
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(state["result"]["isAuthenticated"], false, "{state}");
+    assert_eq!(state["result"]["user"], Value::Null);
+    assert!(
+        sidecar.notifications().is_empty(),
+        "no notification: {:?}",
+        sidecar.notifications()
+    );
+
+    // A stored session is not replaced by a refused one either.
+    sidecar
+        .request("auth_store_session", session_params(TEST_JWT, "u-small"))
+        .await;
+    let mut params = session_params(TEST_JWT, "u-big");
+    params["user"]["blob"] = json!("b".repeat(65 * 1024));
+    let response = sidecar.request("auth_store_session", params).await;
+    assert_eq!(response["error"]["data"]["field"], "user");
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(state["result"]["userId"], "u-small", "{state}");
+    let events: Vec<_> = sidecar
+        .notifications()
+        .iter()
+        .map(|n| n["params"]["event"].clone())
+        .collect();
+    assert_eq!(events, [json!("SIGNED_IN")], "only the one stored");
+    stop(sidecar).await;
+}

@@ -512,33 +512,57 @@ async fn stderr_carries_logs_and_stdout_only_protocol() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
 
-/// Pending requests count against `CORE_SIDECAR_MAX_IN_FLIGHT`; past it the reader stops
-/// reading, so even a ping behind it waits. (Requests answered inline while being read are
-/// never pending and need no slot.)
+/// Pending requests count against `CORE_SIDECAR_MAX_IN_FLIGHT`; past it a new request is
+/// refused at once, before it starts (-32002 `rate_limited`, no `status`), and the reader
+/// goes on: what completes without an upstream is still answered at once. (Requests answered
+/// inline while being read are never pending and need no slot.)
 #[tokio::test]
-async fn in_flight_limit_makes_the_reader_wait() {
+async fn past_the_in_flight_bound_new_requests_are_refused_and_the_reader_goes_on() {
     let mut sidecar = Sidecar::spawn(&[
         ("CORE_SIDECAR_TEST_HOOKS", "1"),
         ("CORE_SIDECAR_MAX_IN_FLIGHT", "1"),
+        ("CORE_SIDECAR_SHUTDOWN_TIMEOUT_MS", "200"),
     ]);
+    // Takes the one slot for ten minutes (test hooks are not reserved methods).
     sidecar
-        .send_line(r#"{"jsonrpc":"2.0","id":1,"method":"core_test_sleep","params":{"ms":300}}"#)
+        .send_line(
+            r#"{"jsonrpc":"2.0","id":"sleeper","method":"core_test_sleep","params":{"ms":600000}}"#,
+        )
         .await;
     sidecar
-        .send_line(r#"{"jsonrpc":"2.0","id":2,"method":"core_test_sleep","params":{"ms":0}}"#)
+        .send_line(
+            r#"{"jsonrpc":"2.0","id":"second","method":"core_test_sleep","params":{"ms":0}}"#,
+        )
         .await;
-    sidecar.send_line(&ping_line("3")).await;
-    let first = sidecar.recv_json().await;
+    sidecar.send_line(&ping_line(r#""ping""#)).await;
+    let refused = sidecar.recv_json().await;
+    assert_error(&refused, -32002, &json!("second"));
     assert_eq!(
-        first["id"], 1,
-        "the second pending request waits for the slot, and the ping behind it: {first}"
+        refused["error"]["data"]["kind"], "rate_limited",
+        "{refused}"
     );
-    let mut rest = vec![
-        sidecar.recv_json().await["id"].clone(),
-        sidecar.recv_json().await["id"].clone(),
-    ];
-    rest.sort_by_key(|id| id.as_u64());
-    assert_eq!(rest, vec![json!(2), json!(3)]);
+    assert_eq!(refused["error"]["data"]["retryable"], true, "{refused}");
+    assert!(
+        refused["error"]["data"].get("status").is_none(),
+        "no HTTP status: the sidecar refused it itself: {refused}"
+    );
+    let ping = sidecar.recv_json().await;
+    assert_eq!(ping["id"], "ping", "the ping is not held up: {ping}");
+    // Session methods run past the bound: one answered on its first poll, one that waits on
+    // the keyring (from the reserve).
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(state["result"]["isAuthenticated"], false, "{state}");
+    let cleared = sidecar.request("auth_clear_session", Value::Null).await;
+    assert_eq!(cleared["result"]["removed"], false, "{cleared}");
+    // The sleeper still holds the slot.
+    let again = sidecar.request("core_test_sleep", json!({"ms": 0})).await;
+    assert_eq!(again["error"]["code"], -32002, "{again}");
+    sidecar.close_stdin();
+    assert_eq!(sidecar.wait_exit(TIMEOUT).await.code(), Some(0));
+    assert!(
+        !sidecar.stdout().contains("sleeper"),
+        "the ten-minute sleep was never answered"
+    );
 }
 
 #[tokio::test]
@@ -559,7 +583,11 @@ async fn shutdown_wait_for_requests_in_flight_is_bounded() {
 
 #[tokio::test]
 async fn many_pipelined_requests_are_all_answered_in_whole_lines() {
-    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_TEST_HOOKS", "1")]);
+    // A bound above the 300 sleeps, which may all be pending at once: none is refused.
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_TEST_HOOKS", "1"),
+        ("CORE_SIDECAR_MAX_IN_FLIGHT", "1000"),
+    ]);
     const N: u64 = 3000;
     let mut input = String::new();
     for id in 0..N {
