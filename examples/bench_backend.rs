@@ -2,8 +2,8 @@
 //! same HTTP call made directly with reqwest, in the same run, against the same local backend.
 //!
 //! ```text
-//! bench_backend --sidecar PATH [--n 5000] [--warmup 500] [--quick] [--json]
-//!               [--profile-n 2000] [--sidecar-stderr]
+//! bench_backend --sidecar PATH [--baseline PATH] [--n 5000] [--warmup 500] [--quick]
+//!               [--json] [--profile-n 2000] [--sidecar-stderr]
 //! ```
 //!
 //! - The backend is this program re-run as a child (`--serve`): an axum server on
@@ -19,15 +19,20 @@
 //!   2. the same GET made directly with reqwest, client built as `src/backend` builds it (one
 //!      reused client, rustls, gzip, timeouts, user agent, Bearer and Accept headers, the
 //!      envelope parsed into a `Value`), driven from this thread with `block_on` on a
-//!      multi-thread tokio runtime like the sidecar's: **the reference for the 1.2x target**;
-//!   3. the same direct call on a current-thread runtime (the connection task runs on the
-//!      calling thread: no thread hop at all, the lowest a direct call can go);
+//!      multi-thread tokio runtime: the reference of the first target (<= 1.2x);
+//!   3. the same direct call on a current-thread runtime, like the sidecar's (the connection
+//!      task runs on the calling thread: no thread hop at all, the lowest a direct call can
+//!      go): the reference of the second target (<= 1.4x);
 //!   4. `core_ping` through the sidecar: the pipe round trip alone.
 //! - A profile phase then runs `--profile-n` calls of each kind alone and counts context
 //!   switches per call (`/proc/<pid>/task/*/status`) in the sidecar (per thread), in this
 //!   process and in the backend: each voluntary switch is a thread going to sleep to wait for
 //!   another one, i.e. a thread hop.
 //! - VmRSS of the sidecar after the run (loaded RSS).
+//! - `--baseline PATH`: a second sidecar binary (an older build, say) run alongside, its
+//!   `composio_list_connections` and `core_ping` series interleaved with the others, so an
+//!   A/B comparison sees the same machine noise; reported as extra rows and `baseline_*`
+//!   figures.
 //!
 //! Prints a table; `--json` adds one line with every figure as a flat JSON object (for
 //! `scripts/bench.sh`). Responses are checked (the ids, three connections, `success: true`),
@@ -50,8 +55,10 @@ use serde_json::{Value, json};
 const TOKEN: &str = "bench-access-token-0123456789";
 const PATH: &str = "/agent-integrations/composio/connections";
 const CONNECTIONS: usize = 3;
-/// The reference target: sidecar p50 <= 1.2x the direct call's p50.
+/// The reference target: sidecar p50 <= 1.2x the direct call's p50 (multi-thread runtime).
 const TARGET_RATIO: f64 = 1.2;
+/// Against the fastest direct call (current-thread runtime): p50 <= 1.4x.
+const TARGET_RATIO_CURRENT: f64 = 1.4;
 
 async fn connections(headers: HeaderMap) -> impl IntoResponse {
     let authorized = headers
@@ -103,6 +110,7 @@ fn serve() {
 
 struct Args {
     sidecar: String,
+    baseline: Option<String>,
     n: usize,
     warmup: usize,
     profile_n: usize,
@@ -112,8 +120,8 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench_backend --sidecar PATH [--n N] [--warmup N] [--profile-n N] [--quick] \
-         [--json] [--sidecar-stderr]"
+        "usage: bench_backend --sidecar PATH [--baseline PATH] [--n N] [--warmup N] \
+         [--profile-n N] [--quick] [--json] [--sidecar-stderr]"
     );
     std::process::exit(2)
 }
@@ -121,6 +129,7 @@ fn usage() -> ! {
 fn parse_args() -> Args {
     let mut args = Args {
         sidecar: String::new(),
+        baseline: None,
         n: 5000,
         warmup: 500,
         profile_n: 2000,
@@ -133,6 +142,7 @@ fn parse_args() -> Args {
         let num = |s: String| s.parse::<usize>().unwrap_or_else(|_| usage());
         match flag.as_str() {
             "--sidecar" => args.sidecar = value(),
+            "--baseline" => args.baseline = Some(value()),
             "--n" => args.n = num(value()).max(1),
             "--warmup" => args.warmup = num(value()),
             "--profile-n" => args.profile_n = num(value()).max(1),
@@ -302,6 +312,10 @@ enum Series {
     Direct,
     DirectCurrent,
     Ping,
+    /// `--baseline`'s sidecar: `composio_list_connections`.
+    Baseline,
+    /// `--baseline`'s sidecar: `core_ping`.
+    BaselinePing,
 }
 
 const SERIES: [Series; 4] = [
@@ -313,6 +327,7 @@ const SERIES: [Series; 4] = [
 
 struct Bench {
     sidecar: Peer,
+    baseline: Option<Peer>,
     direct: Direct,
     direct_current: Direct,
     next_id: u64,
@@ -324,11 +339,18 @@ impl Bench {
         self.next_id += 1;
         let id = self.next_id;
         match series {
-            Series::Sidecar | Series::Ping => {
-                let method = if series == Series::Sidecar {
+            Series::Sidecar | Series::Ping | Series::Baseline | Series::BaselinePing => {
+                let gated = matches!(series, Series::Sidecar | Series::Baseline);
+                let method = if gated {
                     "composio_list_connections"
                 } else {
                     "core_ping"
+                };
+                let peer = match series {
+                    Series::Baseline | Series::BaselinePing => {
+                        self.baseline.as_mut().expect("--baseline given")
+                    }
+                    _ => &mut self.sidecar,
                 };
                 self.request.clear();
                 let _ = writeln!(
@@ -337,9 +359,9 @@ impl Bench {
                 );
                 let id_text = format!("\"id\":{id},");
                 let start = Instant::now();
-                let line = self.sidecar.call(&self.request, &id_text);
+                let line = peer.call(&self.request, &id_text);
                 let elapsed = start.elapsed();
-                if series == Series::Sidecar {
+                if gated {
                     check_rpc(line, id, connections_ok);
                 } else {
                     check_rpc(line, id, |r| r["pong"] == true);
@@ -436,7 +458,11 @@ struct Cost {
 
 /// Runs `series` alone `n` times and returns its cost per call.
 fn profile(bench: &mut Bench, series: Series, n: usize, backend_pid: u32) -> Cost {
-    let pids = [bench.sidecar.child.id(), std::process::id(), backend_pid];
+    let sidecar = match (series, &bench.baseline) {
+        (Series::Baseline | Series::BaselinePing, Some(baseline)) => baseline,
+        _ => &bench.sidecar,
+    };
+    let pids = [sidecar.child.id(), std::process::id(), backend_pid];
     let before: Vec<_> = pids.iter().map(|&p| threads(p)).collect();
     for _ in 0..n {
         bench.run(series);
@@ -486,6 +512,29 @@ fn affinity() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// A sidecar signed in with the bench token, calling the backend at `base`.
+fn spawn_sidecar(path: &str, base: &str, stderr: bool) -> Peer {
+    let mut command = Command::new(path);
+    command
+        .env("CORE_SIDECAR_BACKEND_URL", base)
+        .env("CORE_SIDECAR_KEYRING", "memory")
+        .env("RUST_LOG", "warn")
+        .env_remove("CORE_SIDECAR_AUTH_URL")
+        .env_remove("SENTRY_DSN")
+        .stderr(if stderr {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    let mut sidecar = Peer::spawn(command, "sidecar");
+    let signin = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"auth_store_session\",\"params\":{{\"access_token\":\"{TOKEN}\",\"expires_in\":86400,\"user\":{{\"id\":\"bench-user\"}}}}}}\n"
+    );
+    let line = sidecar.call(signin.as_bytes(), "\"id\":0");
+    check_rpc(line, 0, |r| r["isAuthenticated"] == true);
+    sidecar
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--serve") {
         return serve();
@@ -504,24 +553,15 @@ fn main() {
         .unwrap_or_else(|| fail("the backend did not print LISTENING <port>"));
     let base = format!("http://127.0.0.1:{port}");
 
-    let mut sidecar_cmd = Command::new(&args.sidecar);
-    sidecar_cmd
-        .env("CORE_SIDECAR_BACKEND_URL", &base)
-        .env("CORE_SIDECAR_KEYRING", "memory")
-        .env("RUST_LOG", "warn")
-        .env_remove("CORE_SIDECAR_AUTH_URL")
-        .env_remove("SENTRY_DSN")
-        .stderr(if args.sidecar_stderr {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
-    let mut sidecar = Peer::spawn(sidecar_cmd, "sidecar");
-    let signin = format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"auth_store_session\",\"params\":{{\"access_token\":\"{TOKEN}\",\"expires_in\":86400,\"user\":{{\"id\":\"bench-user\"}}}}}}\n"
-    );
-    let line = sidecar.call(signin.as_bytes(), "\"id\":0");
-    check_rpc(line, 0, |r| r["isAuthenticated"] == true);
+    let sidecar = spawn_sidecar(&args.sidecar, &base, args.sidecar_stderr);
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|path| spawn_sidecar(path, &base, args.sidecar_stderr));
+    let mut series: Vec<Series> = SERIES.to_vec();
+    if baseline.is_some() {
+        series.extend([Series::Baseline, Series::BaselinePing]);
+    }
 
     // As many workers as the sidecar's runtime gets by default (CPUs this process may use);
     // explicit, so TOKIO_WORKER_THREADS set for an experiment changes only the sidecar.
@@ -537,6 +577,7 @@ fn main() {
         .expect("runtime");
     let mut bench = Bench {
         sidecar,
+        baseline,
         direct: Direct::new(multi, &base),
         direct_current: Direct::new(current, &base),
         next_id: 0,
@@ -548,35 +589,40 @@ fn main() {
         args.n, args.warmup
     );
     let mut samples: Vec<Vec<Duration>> =
-        SERIES.iter().map(|_| Vec::with_capacity(args.n)).collect();
+        series.iter().map(|_| Vec::with_capacity(args.n)).collect();
     for step in 0..args.warmup + args.n {
-        for j in 0..SERIES.len() {
-            let i = (step + j) % SERIES.len();
-            let d = bench.run(SERIES[i]);
+        for j in 0..series.len() {
+            let i = (step + j) % series.len();
+            let d = bench.run(series[i]);
             if step >= args.warmup {
                 samples[i].push(d);
             }
         }
     }
     let loaded_rss_kb = vm_rss_kb(bench.sidecar.child.id());
+    let baseline_loaded_rss_kb = bench.baseline.as_ref().map(|b| vm_rss_kb(b.child.id()));
 
     eprintln!(
         "profile: {} calls of each kind alone, counting context switches...",
         args.profile_n
     );
     let backend_pid = backend.child.id();
-    let profiles: Vec<_> = SERIES
+    let profiles: Vec<_> = series
         .iter()
         .map(|&s| profile(&mut bench, s, args.profile_n, backend_pid))
         .collect();
 
     let Bench {
         sidecar,
+        baseline,
         direct,
         direct_current,
         ..
     } = bench;
     sidecar.finish();
+    if let Some(baseline) = baseline {
+        baseline.finish();
+    }
     drop((direct, direct_current));
     backend.finish();
 
@@ -603,6 +649,8 @@ fn main() {
         "direct reqwest (multi-thread runtime)",
         "direct reqwest (current-thread runtime)",
         "core_ping through the sidecar (the pipe alone)",
+        "composio_list_connections through the baseline",
+        "core_ping through the baseline",
     ];
     for (name, x) in names.iter().zip(&st) {
         let _ = writeln!(
@@ -612,7 +660,16 @@ fn main() {
         );
     }
     let verdict = |r: f64| if r <= TARGET_RATIO { "PASS" } else { "MISS" };
+    let verdict_current = |r: f64| {
+        if r <= TARGET_RATIO_CURRENT {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    };
     let ratio_current = s.p50 / dc.p50;
+    // `--baseline`'s two series, when run.
+    let base = (st.len() > 4).then(|| (&st[4], &st[5]));
     let _ = writeln!(
         w,
         "  sidecar/direct (multi-thread) p50 {ratio:.2}x, mean {:.2}x (target <= {TARGET_RATIO}x) {}",
@@ -621,10 +678,19 @@ fn main() {
     );
     let _ = writeln!(
         w,
-        "  sidecar/direct (current-thread) p50 {ratio_current:.2}x, mean {:.2}x (target <= {TARGET_RATIO}x) {}",
+        "  sidecar/direct (current-thread) p50 {ratio_current:.2}x, mean {:.2}x (target <= {TARGET_RATIO_CURRENT}x) {}",
         s.mean / dc.mean,
-        verdict(ratio_current)
+        verdict_current(ratio_current)
     );
+    if let Some((b, bp)) = base {
+        let _ = writeln!(
+            w,
+            "  baseline/direct (current-thread) p50 {:.2}x; sidecar/baseline p50 {:.2}x (gated), {:.2}x (core_ping)",
+            b.p50 / dc.p50,
+            s.p50 / b.p50,
+            p.p50 / bp.p50
+        );
+    }
     let _ = writeln!(
         w,
         "  sidecar - direct p50: {:.1} us (multi-thread), {:.1} us (current-thread); core_ping p50 {:.1} us",
@@ -663,7 +729,7 @@ fn main() {
         );
     }
     if args.json {
-        let figures = json!({
+        let mut figures = json!({
             "bench": "backend",
             "n": args.n,
             "sidecar_p50_us": s.p50, "sidecar_p99_us": s.p99, "sidecar_mean_us": s.mean,
@@ -682,6 +748,24 @@ fn main() {
             "bench_switches_per_direct_call": profiles[1].bench_switches,
             "bench_switches_per_direct_current_call": profiles[2].bench_switches,
         });
+        if let Some((b, bp)) = base {
+            let extra = json!({
+                "baseline_p50_us": b.p50, "baseline_p99_us": b.p99, "baseline_mean_us": b.mean,
+                "baseline_ping_p50_us": bp.p50, "baseline_ping_p99_us": bp.p99,
+                "baseline_ratio_p50": b.p50 / d.p50,
+                "baseline_ratio_current_p50": b.p50 / dc.p50,
+                "sidecar_vs_baseline_p50": s.p50 / b.p50,
+                "sidecar_vs_baseline_ping_p50": p.p50 / bp.p50,
+                "baseline_loaded_rss_kb": baseline_loaded_rss_kb,
+                "baseline_switches_per_call": profiles[4].sidecar_switches,
+                "baseline_cpu_us_per_call": profiles[4].sidecar_cpu_us,
+                "baseline_switches_per_ping": profiles[5].sidecar_switches,
+                "baseline_cpu_us_per_ping": profiles[5].sidecar_cpu_us,
+            });
+            if let (Some(figures), Some(extra)) = (figures.as_object_mut(), extra.as_object()) {
+                figures.extend(extra.clone());
+            }
+        }
         let _ = writeln!(w, "{figures}");
     }
     let mut stdout = std::io::stdout().lock();

@@ -17,11 +17,13 @@
 //! Pinning (`taskset -c 0`) is done by the script; children inherit the affinity.
 //!
 //! ```text
-//! bench_client --floor PATH --sidecar PATH [--node-script PATH] [--node-bin node]
-//!              [--latency-n 20000] [--warmup 2000] [--throughput-n 200000]
+//! bench_client --floor PATH --sidecar PATH [--baseline PATH] [--node-script PATH]
+//!              [--node-bin node] [--latency-n 20000] [--warmup 2000] [--throughput-n 200000]
 //!              [--inflight 64] [--rounds 3] [--spawns 20] [--timeout-secs 600]
 //!              [--server-stderr] [--strict] [--json]
 //! ```
+//! `--baseline PATH` adds a second sidecar binary (an older build, say) as one more server,
+//! interleaved with the others, for an A/B comparison under the same noise.
 //! `--strict` exits 1 when the sidecar misses a target. `--json` adds one last line with every
 //! figure as a flat JSON object (read by `scripts/bench.sh`). Every response is checked
 //! (`"pong":true` and, for latency, the id), so a broken server fails loudly instead of
@@ -67,6 +69,7 @@ struct Opts {
     floor: Spec,
     sidecar: Spec,
     node: Option<Spec>,
+    baseline: Option<Spec>,
     latency_n: usize,
     warmup: usize,
     throughput_n: u64,
@@ -81,8 +84,8 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench_client --floor PATH --sidecar PATH [--node-script PATH] [--node-bin node] \
-         [--latency-n N] [--warmup N] [--throughput-n N] [--inflight N] [--rounds N] \
+        "usage: bench_client --floor PATH --sidecar PATH [--baseline PATH] [--node-script PATH] \
+         [--node-bin node] [--latency-n N] [--warmup N] [--throughput-n N] [--inflight N] [--rounds N] \
          [--spawns N] [--timeout-secs N] [--server-stderr] [--strict] [--json]"
     );
     std::process::exit(2)
@@ -107,6 +110,7 @@ fn parse_opts() -> Opts {
             kind: Kind::JsonRpc,
         },
         node: None,
+        baseline: None,
         latency_n: 20_000,
         warmup: 2_000,
         throughput_n: 200_000,
@@ -125,6 +129,14 @@ fn parse_opts() -> Opts {
         match flag.as_str() {
             "--floor" => floor = Some(value()),
             "--sidecar" => sidecar = Some(value()),
+            "--baseline" => {
+                o.baseline = Some(Spec {
+                    name: "baseline",
+                    program: value().into(),
+                    args: vec![],
+                    kind: Kind::JsonRpc,
+                })
+            }
             "--node-script" => node_script = Some(value()),
             "--node-bin" => node_bin = value(),
             "--latency-n" => o.latency_n = num(value()) as usize,
@@ -441,6 +453,7 @@ fn main() {
 
     let mut specs = vec![o.floor.clone(), o.sidecar.clone()];
     specs.extend(o.node.clone());
+    specs.extend(o.baseline.clone());
 
     // Latency: all servers alive at once, requests interleaved.
     eprintln!(
@@ -489,6 +502,7 @@ fn main() {
     // Report.
     let (f, sc) = (0, 1);
     let node = o.node.as_ref().map(|_| 2);
+    let baseline = o.baseline.as_ref().map(|_| specs.len() - 1);
     let p50_ratio = lat[sc].p50.as_secs_f64() / lat[f].p50.as_secs_f64();
     let p99_ratio = lat[sc].p99.as_secs_f64() / lat[f].p99.as_secs_f64();
     let mut t = String::new();
@@ -530,6 +544,14 @@ fn main() {
         p99_ratio,
         verdict(p99_ratio <= TARGET_P99_RATIO)
     );
+    if let Some(b) = baseline {
+        let _ = writeln!(
+            w,
+            "  baseline/floor p50 {:.2}x, p99 {:.2}x",
+            lat[b].p50.as_secs_f64() / lat[f].p50.as_secs_f64(),
+            lat[b].p99.as_secs_f64() / lat[f].p99.as_secs_f64()
+        );
+    }
     let _ = writeln!(
         w,
         "throughput: {} requests, {} in flight, median of {} round(s)",
@@ -539,6 +561,9 @@ fn main() {
         let _ = writeln!(w, "  {:<10} {:>12.0} req/s", spec.name, rate[i]);
     }
     let _ = writeln!(w, "  sidecar/floor {:.2}x", rate[sc] / rate[f]);
+    if let Some(b) = baseline {
+        let _ = writeln!(w, "  sidecar/baseline {:.2}x", rate[sc] / rate[b]);
+    }
     let mut tput_ok = true;
     if let Some(n) = node {
         let r = rate[sc] / rate[n];
@@ -620,6 +645,20 @@ fn main() {
             figures["node_rps"] = rate[n].into();
             figures["sidecar_vs_node_rps"] = (rate[sc] / rate[n]).into();
             figures["node_idle_rss_kb"] = spawn[n].rss_kb.into();
+        }
+        if let Some(b) = baseline {
+            figures["baseline_p50_us"] = us(lat[b].p50).into();
+            figures["baseline_p99_us"] = us(lat[b].p99).into();
+            figures["baseline_p50_ratio"] =
+                (lat[b].p50.as_secs_f64() / lat[f].p50.as_secs_f64()).into();
+            figures["baseline_p99_ratio"] =
+                (lat[b].p99.as_secs_f64() / lat[f].p99.as_secs_f64()).into();
+            figures["baseline_rps"] = rate[b].into();
+            figures["baseline_first_response_ms"] = (spawn[b].median.as_secs_f64() * 1e3).into();
+            figures["baseline_idle_rss_kb"] = spawn[b].rss_kb.into();
+            if let Some(n) = node {
+                figures["baseline_vs_node_rps"] = (rate[b] / rate[n]).into();
+            }
         }
         let _ = writeln!(w, "{figures}");
     }

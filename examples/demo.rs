@@ -584,7 +584,7 @@ fn run(args: &Args, style: Style) -> Outcome {
     })
 }
 
-/// The twelve steps, then the shutdown.
+/// The nineteen steps, then the shutdown.
 fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     // 1. Which sidecar is this?
     let r = sc.call(1, "core_version", json!({}), "which sidecar and protocol?")?;
@@ -690,9 +690,89 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected {connection_id} ACTIVE in the list, got {r}"),
     )?;
 
-    // 9. And goes away.
+    // 9-15. What the agent and the integrations page do with a connection.
     let r = sc.call(
         9,
+        "composio_list_tools",
+        json!({"toolkits": ["github"]}),
+        "the agent's GitHub tools",
+    )?;
+    let tools = result(&r, "composio_list_tools")?["tools"].clone();
+    let Some(tool) = tools[0]["function"]["name"].as_str().map(str::to_string) else {
+        return Err(format!("expected a list of tools, got {r}"));
+    };
+    let r = sc.call(
+        10,
+        "composio_execute",
+        json!({"tool": tool, "arguments": {"owner": "dev-user", "repo": "desktop-app", "title": "Hello from the demo"}}),
+        "run one (the dev backend echoes it)",
+    )?;
+    check(
+        result(&r, "composio_execute")?["successful"] == true
+            && r["result"]["data"]["echo"]["repo"] == "desktop-app",
+        format!("expected a successful execution echoing its arguments, got {r}"),
+    )?;
+    let r = sc.call(
+        11,
+        "composio_list_github_repos",
+        json!({"connectionId": connection_id}),
+        "the connection's repositories",
+    )?;
+    check(
+        result(&r, "composio_list_github_repos")?["repositories"]
+            .as_array()
+            .is_some_and(|repos| repos.len() == 2),
+        format!("expected two repositories, got {r}"),
+    )?;
+    let r = sc.call(
+        12,
+        "composio_list_available_triggers",
+        json!({"toolkit": "github", "connectionId": connection_id}),
+        "triggers it offers",
+    )?;
+    let available = result(&r, "composio_list_available_triggers")?["triggers"].clone();
+    let Some(slug) = available[0]["slug"].as_str().map(str::to_string) else {
+        return Err(format!("expected available triggers, got {r}"));
+    };
+    let r = sc.call(
+        13,
+        "composio_enable_trigger",
+        json!({"connectionId": connection_id, "slug": slug,
+               "triggerConfig": {"owner": "dev-user", "repo": "desktop-app"}}),
+        "turn one on",
+    )?;
+    let Some(trigger_id) = result(&r, "composio_enable_trigger")?["triggerId"]
+        .as_str()
+        .map(str::to_string)
+    else {
+        return Err(format!("expected a triggerId, got {r}"));
+    };
+    let r = sc.call(
+        14,
+        "composio_list_active_triggers",
+        json!({"toolkit": "github"}),
+        "it is on",
+    )?;
+    check(
+        result(&r, "composio_list_active_triggers")?["triggers"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|t| t["id"] == trigger_id.as_str())),
+        format!("expected {trigger_id} among the active triggers, got {r}"),
+    )?;
+    let r = sc.call(
+        15,
+        "composio_disable_trigger",
+        json!({"triggerId": trigger_id}),
+        "and off again",
+    )?;
+    check(
+        result(&r, "composio_disable_trigger")?["deleted"] == true,
+        format!("expected deleted: true, got {r}"),
+    )?;
+
+    // 16. The connection goes away.
+    let r = sc.call(
+        16,
         "composio_delete_connection",
         json!({"connectionId": connection_id}),
         "disconnect it",
@@ -702,9 +782,9 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected deleted: true, got {r}"),
     )?;
 
-    // 10. A second domain through the same gate.
+    // 17. A second domain through the same gate.
     let r = sc.call(
-        10,
+        17,
         "user_get_profile",
         json!({}),
         "another domain, same session gate",
@@ -714,10 +794,10 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected the profile of {USER_ID}, got {r}"),
     )?;
 
-    // 11. The server side ends the session.
+    // 18. The server side ends the session.
     println!(
         "{} {}",
-        style.bold("11. ⚡"),
+        style.bold("18. ⚡"),
         style.bold("The backend now revokes the token (POST /dev/revoke on the dev backend), as a")
     );
     println!(
@@ -738,9 +818,9 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     expect_auth_expired(&r, None)?;
     sc.expect_notification("SIGNED_OUT", Some("expired"))?;
 
-    // 12. Signed out, session cleared.
+    // 19. Signed out, session cleared.
     let r = sc.call(
-        12,
+        19,
         "auth_get_state",
         json!({}),
         "the stored session is gone",
@@ -786,7 +866,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     println!(
         "{}",
         style.green(
-            "✓ all 12 steps behaved as expected, and the token never appeared in any output."
+            "✓ all 19 steps behaved as expected, and the token never appeared in any output."
         )
     );
     Ok(())

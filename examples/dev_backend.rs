@@ -14,6 +14,17 @@
 //! - `GET  /agent-integrations/composio/connections`
 //! - `POST /agent-integrations/composio/authorize` `{"toolkit"}` -> `{connectUrl, connectionId}`
 //! - `DELETE /agent-integrations/composio/connections/{id}` -> `{deleted: true}` or 404
+//! - `GET  /agent-integrations/composio/tools[?toolkits=a,b]` -> agent tools per toolkit
+//! - `POST /agent-integrations/composio/execute` `{"tool", "arguments"}` -> an execution that
+//!   echoes its arguments (`successful: true`, `costUsd: 0`)
+//! - `GET  /agent-integrations/composio/github/repos[?connectionId=]` -> two repositories of
+//!   the (given, else first) GitHub connection; 404 without one
+//! - `GET  /agent-integrations/composio/triggers/available?toolkit=[&connectionId=]` -> two
+//!   GitHub triggers (none for other toolkits)
+//! - `GET  /agent-integrations/composio/triggers[?toolkit=]` -> the enabled triggers
+//! - `POST /agent-integrations/composio/triggers` `{"connectionId", "slug", "triggerConfig"?}`
+//!   -> `{triggerId, slug, connectionId}`
+//! - `DELETE /agent-integrations/composio/triggers/{id}` -> `{deleted: true}` or 404
 //! - `GET  /auth/me` -> the user (read from the token's JWT payload when it is one)
 //!
 //! Dev routes (no auth; for scripts):
@@ -21,7 +32,7 @@
 //! - `POST /dev/revoke` revokes every token seen so far (their next call gets 401), or one
 //!   token with body `{"token": "..."}`. A token never seen before is accepted afterwards, so
 //!   a demo can sign in again with a new fake JWT.
-//! - `POST /dev/reset` forgets revocations, connections and queued failures.
+//! - `POST /dev/reset` forgets revocations, connections, triggers and queued failures.
 //! - `POST /dev/fail` `{"status": 500, "count"?: 1, "error"?: "...", "retryAfter"?: secs}`
 //!   makes the next `count` product calls answer that status (e.g. 429, 500, 502).
 //! - `GET  /dev/connect/{id}` is the `connectUrl`: opening it marks the connection ACTIVE.
@@ -34,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +69,7 @@ struct Inner {
     seen: HashSet<String>,
     revoked: HashSet<String>,
     connections: BTreeMap<String, Value>,
+    triggers: BTreeMap<String, Value>,
     next_id: u64,
     failures: Vec<Failure>,
 }
@@ -203,6 +215,195 @@ async fn delete_connection(State(app): State<App>, Path(id): Path<String>) -> Re
     }
 }
 
+/// Agent tools: name, description and JSON Schema parameters, as the backend lists them.
+fn tools_of(toolkit: &str) -> Vec<Value> {
+    let tool = |name: &str, description: &str, required: &[&str]| {
+        let properties: serde_json::Map<String, Value> = required
+            .iter()
+            .map(|p| (p.to_string(), json!({"type": "string"})))
+            .collect();
+        json!({"type": "function", "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        }})
+    };
+    match toolkit {
+        "github" => vec![
+            tool(
+                "GITHUB_CREATE_AN_ISSUE",
+                "Create an issue in a repository",
+                &["owner", "repo", "title"],
+            ),
+            tool(
+                "GITHUB_LIST_PULL_REQUESTS",
+                "List the pull requests of a repository",
+                &["owner", "repo"],
+            ),
+        ],
+        "slack" => vec![tool(
+            "SLACK_SEND_MESSAGE",
+            "Send a message to a channel",
+            &["channel", "text"],
+        )],
+        "gmail" => vec![tool(
+            "GMAIL_SEND_EMAIL",
+            "Send an email",
+            &["to", "subject", "body"],
+        )],
+        _ => Vec::new(),
+    }
+}
+
+async fn tools(Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let wanted: Vec<&str> = match query.get("toolkits") {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => TOOLKITS.to_vec(),
+    };
+    let tools: Vec<Value> = wanted.into_iter().flat_map(tools_of).collect();
+    ok(json!({ "tools": tools }))
+}
+
+#[derive(Deserialize)]
+struct ExecuteBody {
+    tool: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn execute(body: Option<Json<ExecuteBody>>) -> Response {
+    let Some(Json(body)) = body else {
+        return fail(StatusCode::BAD_REQUEST, "tool and arguments are required");
+    };
+    ok(json!({
+        "data": {"tool": body.tool, "echo": body.arguments},
+        "successful": true,
+        "costUsd": 0.0,
+        "markdownFormatted": format!("Ran `{}` (dev backend: arguments echoed).", body.tool),
+    }))
+}
+
+/// The GitHub connection a call is about: the one named, else the first.
+fn github_connection(inner: &Inner, named: Option<&String>) -> Option<String> {
+    inner
+        .connections
+        .values()
+        .filter(|c| c["toolkit"] == "github")
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .find(|id| named.is_none_or(|n| n == id))
+}
+
+async fn github_repos(
+    State(app): State<App>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let Some(connection) = github_connection(&app.lock(), query.get("connectionId")) else {
+        return fail(StatusCode::NOT_FOUND, "no GitHub connection");
+    };
+    let repo = |name: &str, private: bool| {
+        json!({
+            "owner": "dev-user",
+            "repo": name,
+            "fullName": format!("dev-user/{name}"),
+            "private": private,
+            "defaultBranch": "main",
+            "htmlUrl": format!("https://github.com/dev-user/{name}"),
+        })
+    };
+    ok(json!({
+        "connectionId": connection,
+        "repositories": [repo("desktop-app", false), repo("notes", true)],
+    }))
+}
+
+async fn available_triggers(Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let Some(toolkit) = query.get("toolkit") else {
+        return fail(StatusCode::BAD_REQUEST, "toolkit is required");
+    };
+    if toolkit != "github" {
+        return ok(json!({ "triggers": [] }));
+    }
+    ok(json!({ "triggers": [
+        {
+            "slug": "GITHUB_COMMIT_EVENT",
+            "scope": "repository",
+            "defaultConfig": {"branch": "main"},
+            "requiredConfigKeys": ["owner", "repo"],
+            "repo": {"owner": "dev-user", "repo": "desktop-app"},
+        },
+        {
+            "slug": "GITHUB_PULL_REQUEST_EVENT",
+            "scope": "repository",
+            "requiredConfigKeys": ["owner", "repo"],
+        },
+    ]}))
+}
+
+async fn active_triggers(
+    State(app): State<App>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let list: Vec<Value> = app
+        .lock()
+        .triggers
+        .values()
+        .filter(|t| {
+            query
+                .get("toolkit")
+                .is_none_or(|k| t["toolkit"] == k.as_str())
+        })
+        .cloned()
+        .collect();
+    ok(json!({ "triggers": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnableBody {
+    connection_id: String,
+    slug: String,
+    trigger_config: Option<Value>,
+}
+
+async fn enable_trigger(State(app): State<App>, body: Option<Json<EnableBody>>) -> Response {
+    let Some(Json(body)) = body else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "connectionId and slug are required",
+        );
+    };
+    let mut inner = app.lock();
+    let Some(connection) = inner.connections.get(&body.connection_id) else {
+        return fail(StatusCode::NOT_FOUND, "connection not found");
+    };
+    let toolkit = connection["toolkit"].clone();
+    inner.next_id += 1;
+    let id = format!("ti_{:04}", inner.next_id);
+    let mut trigger = json!({
+        "id": id,
+        "slug": body.slug,
+        "toolkit": toolkit,
+        "connectionId": body.connection_id,
+        "state": "ACTIVE",
+    });
+    if let Some(config) = body.trigger_config {
+        trigger["triggerConfig"] = config;
+    }
+    inner.triggers.insert(id.clone(), trigger);
+    ok(json!({
+        "triggerId": id,
+        "slug": body.slug,
+        "connectionId": body.connection_id,
+    }))
+}
+
+async fn disable_trigger(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.lock().triggers.remove(&id) {
+        Some(_) => ok(json!({ "deleted": true })),
+        None => fail(StatusCode::NOT_FOUND, "trigger not found"),
+    }
+}
+
 async fn me(headers: HeaderMap) -> Response {
     let token = bearer(&headers).unwrap_or_default();
     let claims = jwt_claims(&token).unwrap_or(Value::Null);
@@ -341,6 +542,24 @@ async fn main() -> std::io::Result<()> {
             delete(delete_connection),
         )
         .route("/agent-integrations/composio/authorize", post(authorize))
+        .route("/agent-integrations/composio/tools", get(tools))
+        .route("/agent-integrations/composio/execute", post(execute))
+        .route(
+            "/agent-integrations/composio/github/repos",
+            get(github_repos),
+        )
+        .route(
+            "/agent-integrations/composio/triggers/available",
+            get(available_triggers),
+        )
+        .route(
+            "/agent-integrations/composio/triggers",
+            get(active_triggers).post(enable_trigger),
+        )
+        .route(
+            "/agent-integrations/composio/triggers/{id}",
+            delete(disable_trigger),
+        )
         .route("/auth/me", get(me))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_auth));
     let dev = Router::new()

@@ -12,24 +12,32 @@
 #      process; once unpinned, once pinned to CPU 0; RSS of the sidecar after the run.
 # The detailed reports go to stderr as they come; the summary table goes to stdout.
 #
-# usage: scripts/bench.sh [--quick] [--no-node]
-#   --quick    a smoke run (a minute or so, figures are rough)
-#   --no-node  skip the Node reference server
+# usage: scripts/bench.sh [--quick] [--no-node] [--baseline PATH]
+#   --quick          a smoke run (a minute or so, figures are rough)
+#   --no-node        skip the Node reference server
+#   --baseline PATH  also run another core-sidecar binary (an older build copied aside),
+#                    interleaved with this one in every benchmark: an A/B under one noise
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
 transport=()
-for arg in "$@"; do
-  case "$arg" in
+baseline=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) quick=1; transport+=(--quick) ;;
     --no-node) transport+=(--no-node) ;;
+    --baseline)
+      [ $# -ge 2 ] || { echo "--baseline needs a path" >&2; exit 2; }
+      baseline=(--baseline "$(realpath "$2")"); shift ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) echo "unknown flag: $arg (see --help)" >&2; exit 2 ;;
+    *) echo "unknown flag: $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 backend_args=(--n 5000 --warmup 500 --profile-n 2000)
 [ "$quick" = 1 ] && backend_args=(--quick)
+backend_args+=("${baseline[@]}")
 
 log() { printf '\n== bench: %s\n' "$*" >&2; }
 out=$(mktemp -d)
@@ -49,7 +57,7 @@ else
 fi
 
 log "transport, pinned to CPU 0 (scripts/bench-transport.sh)"
-scripts/bench-transport.sh "${transport[@]}" -- --json | tee "$out/transport.txt" >&2
+scripts/bench-transport.sh "${transport[@]}" -- --json "${baseline[@]}" | tee "$out/transport.txt" >&2
 
 log "session gate overhead (cargo bench --bench gate)"
 cargo bench --quiet --bench gate 2>/dev/null | tee "$out/gate.txt" >&2
@@ -81,7 +89,10 @@ idle=$(awk -v kb="$(get "$t" sidecar_idle_rss_kb %d)" 'BEGIN {printf "%.1f", kb 
 loaded=$(awk -v kb="$(get "$b" loaded_rss_kb %d)" 'BEGIN {printf "%.1f", kb / 1024}')
 gate_us=$(awk -v ns="${gate:-n/a}" 'BEGIN {if (ns == "n/a") print "n/a"; else printf "%.3f", ns / 1000}')
 rt() { # backend row: file
-  echo "$(get "$1" sidecar_p50_us) us (p99 $(get "$1" sidecar_p99_us)) vs direct $(get "$1" direct_p50_us) us: **$(get "$1" ratio_p50 %.2f)x** ($(verdict "$(get "$1" ratio_p50 %.3f)" '<=' 1.2)); vs direct on a current-thread runtime $(get "$1" direct_current_p50_us) us: $(get "$1" ratio_current_p50 %.2f)x ($(verdict "$(get "$1" ratio_current_p50 %.3f)" '<=' 1.2)); core_ping $(get "$1" ping_p50_us) us"
+  echo "$(get "$1" sidecar_p50_us) us (p99 $(get "$1" sidecar_p99_us)) vs direct on a current-thread runtime $(get "$1" direct_current_p50_us) us: **$(get "$1" ratio_current_p50 %.2f)x** ($(verdict "$(get "$1" ratio_current_p50 %.3f)" '<=' 1.4)); vs direct on a multi-thread runtime $(get "$1" direct_p50_us) us: $(get "$1" ratio_p50 %.2f)x ($(verdict "$(get "$1" ratio_p50 %.3f)" '<=' 1.2)); core_ping $(get "$1" ping_p50_us) us"
+}
+brt() { # baseline backend row: file
+  echo "$(get "$1" baseline_p50_us) us vs direct on a current-thread runtime: $(get "$1" baseline_ratio_current_p50 %.2f)x; this build / baseline: **$(get "$1" sidecar_vs_baseline_p50 %.2f)x** (core_ping $(get "$1" sidecar_vs_baseline_ping_p50 %.2f)x)"
 }
 
 cpu=$( (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p' | head -n1)
@@ -96,9 +107,17 @@ core-sidecar benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), ${cpu:-unknown CPU}, 
 | core_ping round trip p99, pinned | $(get "$t" sidecar_p99_us) us; echo floor $(get "$t" floor_p99_us) us: **${p99r}x** | <= 3x floor | $(verdict "$p99r" '<=' 3) |
 | pipelined throughput, $(get "$t" inflight %d) in flight, pinned | $(get "$t" sidecar_rps %.0f) req/s; floor $(get "$t" floor_rps %.0f), Node json-rpc-2.0 $(get "$t" node_rps %.0f): **${noder}x Node** | >= 1.5x Node | $(verdict "$noder" '>=' 1.5) |
 | session gate overhead (cached session) | ${gate:-n/a} ns per call | < 2 us | $(verdict "$gate_us" '<' 2) |
-| backend round trip p50 (composio_list_connections), unpinned | $(rt "$b") | <= 1.2x direct reqwest | see the two ratios |
-| the same, pinned | $(rt "$bp") | <= 1.2x direct reqwest | see the two ratios |
+| backend round trip p50 (composio_list_connections), unpinned | $(rt "$b") | <= 1.4x direct current-thread, <= 1.2x direct multi-thread | see the two ratios |
+| the same, pinned | $(rt "$bp") | <= 1.4x direct current-thread, <= 1.2x direct multi-thread | see the two ratios |
 | spawn to first response (median) | ${first} ms | <= 20 ms | $(verdict "$first" '<=' 20) |
 | idle RSS (after one ping) | ${idle} MB | < 15 MB | $(verdict "$idle" '<' 15) |
 | loaded RSS (after the backend run, unpinned) | ${loaded} MB | | |
 TABLE
+if [ ${#baseline[@]} -gt 0 ]; then
+  cat <<TABLE
+| baseline (${baseline[1]}): core_ping p50 / p99, pinned | $(get "$t" baseline_p50_us) us / $(get "$t" baseline_p99_us) us: $(get "$t" baseline_p50_ratio %.2f)x / $(get "$t" baseline_p99_ratio %.2f)x floor | | |
+| baseline: pipelined throughput, pinned | $(get "$t" baseline_rps %.0f) req/s: $(get "$t" baseline_vs_node_rps %.2f)x Node | | |
+| baseline: backend round trip p50, unpinned | $(brt "$b") | | |
+| baseline: the same, pinned | $(brt "$bp") | | |
+TABLE
+fi

@@ -5,7 +5,8 @@
 #      gnome-keyring, libsecret-tools, keyutils) and Node.js (nodejs, npm) via apt-get;
 #      the rustfmt and clippy components via rustup;
 #   2. cargo fmt --check, cargo clippy -D warnings;
-#   3. npm ci in scripts/js when that Node client exists;
+#   3. npm ci in scripts/js when that Node client exists, and in tests/differential (the
+#      @supabase/auth-js that tests/it/differential.rs runs beside the binary);
 #   4. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
 #      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
@@ -69,6 +70,8 @@ if [ -f scripts/js/package.json ]; then
     step "npm ci (scripts/js)"
     (cd scripts/js && npm ci --no-audit --no-fund)
 fi
+step "npm ci (tests/differential: the pinned @supabase/auth-js the differential suite runs)"
+(cd tests/differential && npm ci --no-audit --no-fund)
 
 # The demo test runs the example programs themselves: `cargo test` builds examples only as
 # test harnesses, so build the runnable ones first.

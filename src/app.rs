@@ -1,5 +1,6 @@
 //! Wiring: builds the session, backend, gate and method table from the config, runs the
-//! transport on stdin/stdout, and shuts down cleanly (docs/protocol.md, "Shutdown").
+//! transport on stdin/stdout on one current-thread runtime, and shuts down cleanly
+//! (docs/protocol.md, "Shutdown").
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use crate::backend::auth_server::{AuthServer, TokenEndpoint};
 use crate::config::Config;
 use crate::error::Error;
 use crate::router::{self, App};
-use crate::rpc::{self, InFlight, Limits, Outbox, ReadEnd};
+use crate::rpc::{self, Dispatcher, InFlight, Input, Limits, Outbox, ReadEnd};
 use crate::session::gate::Gate;
 use crate::session::refresh::Refresher;
 use crate::session::{EventSink, Sessions, StoreOptions};
@@ -48,84 +49,94 @@ pub enum Stop {
 pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Runs the sidecar on this process's stdin and stdout until EOF, a signal, or stdout closed.
+/// stdin and stdout are read and written on the runtime's one thread when they are pipes or
+/// sockets (Linux, macOS), by helper threads otherwise (`rpc::stdio`).
 pub fn run(config: Config, telemetry: Telemetry) -> Result<Stop, StartupError> {
-    run_on(config, telemetry, raw_stdin(), raw_stdout(), true)
+    let runtime = runtime()?;
+    let stdio = {
+        let _enter = runtime.enter();
+        rpc::stdio::open().map_err(StartupError::ReaderThread)?
+    };
+    let stop = serve(runtime, config, telemetry, stdio.input, stdio.outbox, true);
+    // The runtime is gone: nothing reads or writes the descriptors any more.
+    drop(stdio.restore);
+    stop
 }
 
-/// Runs the sidecar on any input and output.
+/// Runs the sidecar on any input and output (read and written by helper threads).
 pub fn run_with(
     config: Config,
     telemetry: Telemetry,
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
 ) -> Result<Stop, StartupError> {
-    run_on(config, telemetry, input, output, false)
+    let runtime = runtime()?;
+    let input = Input::from_reader(input).map_err(StartupError::ReaderThread)?;
+    serve(
+        runtime,
+        config,
+        telemetry,
+        input,
+        Outbox::new(output),
+        false,
+    )
+}
+
+/// The one runtime: current-thread, so the reader, the handlers and the HTTP client's
+/// connection tasks share one thread and a call never hops between threads.
+fn runtime() -> Result<tokio::runtime::Runtime, StartupError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartupError::Runtime)
 }
 
 /// `watch_std_pipes`: `input` and `output` are this process's stdin and stdout, to be watched
 /// for hang-up (`rpc::hangup`).
-fn run_on(
+fn serve(
+    runtime: tokio::runtime::Runtime,
     config: Config,
     telemetry: Telemetry,
-    input: impl Read + Send + 'static,
-    output: impl Write + Send + 'static,
+    input: Input,
+    outbox: Outbox,
     watch_std_pipes: bool,
 ) -> Result<Stop, StartupError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("core-sidecar-worker")
-        .build()
-        .map_err(StartupError::Runtime)?;
-    let outbox = Outbox::new(output);
     let app = build_app(&config, &outbox, telemetry)?;
     let sessions = app.sessions.clone();
     let refresher = app.refresher.clone();
     let reserved_methods = router::reserved_methods();
-    let module = router::methods(app);
-
-    // Load the stored session in the background: the first request must not wait on D-Bus.
-    runtime.spawn(async move { sessions.ready().await });
-    {
-        let _enter = runtime.enter();
-        refresher.spawn_ticker();
-    }
-
-    // Listen for signals before the first request is read: once the sidecar has answered
-    // anything, SIGTERM/SIGINT mean a clean shutdown, never the default death.
-    let signals = {
-        let _enter = runtime.enter();
-        ShutdownSignals::listen()
-    };
-    let input_closed = Arc::new(Notify::new());
-    if watch_std_pipes {
-        watch_hangups(&outbox, input_closed.clone());
-    }
-
+    let dispatcher = Dispatcher::new(router::methods(app));
     let limits = Limits {
         max_in_flight: config.max_in_flight,
         max_line_bytes: config.max_line_bytes,
         reserved_methods,
     };
     let in_flight = InFlight::new(limits.max_in_flight);
-    let (done_tx, mut reader_done) = tokio::sync::oneshot::channel();
-    {
-        let outbox = outbox.clone();
-        let in_flight = in_flight.clone();
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("core-sidecar-reader".into())
-            .spawn(move || {
-                let end = rpc::serve_blocking(input, &outbox, module, limits, &in_flight, &handle);
-                let _ = done_tx.send(end);
-            })
-            .map_err(StartupError::ReaderThread)?;
-    }
 
-    // Nothing below waits for the reader thread or for a write to stdout without a deadline:
-    // both can be held by a shell that stopped reading our stdout. The exit ends them.
+    // Nothing below waits for the reader or for a write to stdout without a deadline: both can
+    // be held by a shell that stopped reading our stdout. The exit ends them.
     let stop = runtime.block_on(async {
+        // Load the stored session in the background: the first request must not wait on D-Bus.
+        tokio::spawn(async move { sessions.ready().await });
+        refresher.spawn_ticker_every(config.refresh_tick());
+        // Listen for signals before the first request is read: once the sidecar has answered
+        // anything, SIGTERM/SIGINT mean a clean shutdown, never the default death.
+        let signals = ShutdownSignals::listen();
+        let input_closed = Arc::new(Notify::new());
+        if watch_std_pipes {
+            watch_hangups(&outbox, input_closed.clone());
+        }
+        let mut reader = tokio::spawn(rpc::serve(
+            input,
+            outbox.clone(),
+            dispatcher,
+            limits,
+            in_flight.clone(),
+        ));
+
         let stop = tokio::select! {
-            end = &mut reader_done => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
+            // A reader that panicked (a bug) stops like one that met EOF.
+            end = &mut reader => Stop::Read(end.unwrap_or(ReadEnd::Eof)),
             signal = signals.recv() => Stop::Signal(signal),
             () = outbox.closed() => Stop::Read(ReadEnd::OutputClosed),
             () = input_closed.notified() => Stop::InputClosed,
@@ -139,7 +150,7 @@ fn run_on(
             if stop == Stop::InputClosed {
                 // The lines sent before the EOF are read first (the reader gets there unless
                 // stdout is full, and then the timeout below ends the wait).
-                let _ = (&mut reader_done).await;
+                let _ = (&mut reader).await;
             }
             in_flight.idle().await;
         };
@@ -154,12 +165,15 @@ fn run_on(
             }
             () = outbox.closed() => {}
         }
+        if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, outbox.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stdout is not being read; exiting with output unwritten");
+        }
         stop
     });
-    if !outbox.flush_within(FINAL_FLUSH_TIMEOUT) {
-        tracing::warn!("stdout is not being read; exiting with output unwritten");
-    }
-    // Keyring calls may still block a thread of the pool; do not wait for them.
+    // Keyring calls may still block threads of their own; do not wait for them.
     runtime.shutdown_background();
     Ok(stop)
 }
@@ -196,7 +210,16 @@ pub fn build_app(
         let outbox = outbox.clone();
         Arc::new(move |change| outbox.notify("auth_state_changed", &change))
     };
-    let sessions = Sessions::new(
+    // The keyring entry is shared with any other process on it through a lock file and
+    // pending sign-out markers (session::lock).
+    let place = config
+        .lock_dir()
+        .zip(config.marker_dir())
+        .map(|(lock_dir, marker_dir)| crate::session::lock::Place {
+            lock_dir,
+            marker_dir,
+        });
+    let sessions = Sessions::owning(
         StoreOptions {
             kind: config.keyring,
             service: config.keyring_service.clone(),
@@ -204,6 +227,7 @@ pub fn build_app(
             timeout: config.keyring_timeout(),
             fault: config.keyring_fault,
         },
+        place,
         events,
         telemetry.clone(),
     );
@@ -278,36 +302,4 @@ impl ShutdownSignals {
             "ctrl-c"
         }
     }
-}
-
-/// stdin without std's own buffer: the transport buffers, and needs to see what is buffered.
-fn raw_stdin() -> Box<dyn Read + Send> {
-    match unbuffered(&io::stdin()) {
-        Some(file) => Box::new(file),
-        None => Box::new(io::stdin()),
-    }
-}
-
-/// stdout without std's line buffering: the transport's writer batches lines itself.
-fn raw_stdout() -> Box<dyn Write + Send> {
-    match unbuffered(&io::stdout()) {
-        Some(file) => Box::new(file),
-        None => Box::new(io::stdout()),
-    }
-}
-
-/// A duplicate of a standard stream's file descriptor, so dropping it never closes the
-/// stream itself. `None` where that is not possible (or not unix).
-#[cfg(unix)]
-fn unbuffered(stream: &impl std::os::fd::AsFd) -> Option<std::fs::File> {
-    stream
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .map(std::fs::File::from)
-}
-
-#[cfg(not(unix))]
-fn unbuffered<T>(_stream: &T) -> Option<std::fs::File> {
-    None
 }

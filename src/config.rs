@@ -83,6 +83,9 @@ pub enum Fault {
     Fail,
     /// Writes (save, delete) fail at once; reads work.
     FailWrites,
+    /// Writes (save, delete) to an OS keyring reach it only after the keyring timeout (their
+    /// caller is told they timed out), as with a frozen keyring that resumes; reads work.
+    LateWrites,
 }
 
 /// Which OS keyring holds the session.
@@ -284,6 +287,31 @@ pub struct Config {
     )]
     pub keyring_fault: ::std::option::Option<Fault>,
 
+    /// Period of the ticker (keyring upkeep and auto-refresh), in milliseconds. Hidden: a
+    /// test setting (a short period keeps the keyring tests fast).
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_REFRESH_TICK_MS",
+        hide = true,
+        value_parser = named(clap::value_parser!(u64).range(1..)),
+        default_value_t = 30_000
+    )]
+    pub refresh_tick_ms: u64,
+
+    /// Directory of the keyring entry's lock file and pending sign-out markers. Hidden: by
+    /// default the lock is in `$XDG_RUNTIME_DIR/core-sidecar` and the markers in the cache
+    /// directory (`$XDG_CACHE_HOME`, `~/.cache`, `~/Library/Caches`, `%LOCALAPPDATA%`), each
+    /// falling back on the other ([`Config::lock_dir`], [`Config::marker_dir`]).
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_LOCK_DIR",
+        hide = true,
+        value_parser = optional(clap::builder::PathBufValueParser::new()),
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub lock_dir: ::std::option::Option<std::path::PathBuf>,
+
     /// Tracing filter for the logs on stderr.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -355,6 +383,47 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn refresh_tick(&self) -> Duration {
+        Duration::from_millis(self.refresh_tick_ms)
+    }
+
+    /// Where the keyring entry's lock file goes: `--lock-dir`, else
+    /// `$XDG_RUNTIME_DIR/core-sidecar` (local, per login), else the cache directory's.
+    /// `None` when there is none: then nothing keeps other processes out.
+    pub fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.lock_dir
+            .clone()
+            .or_else(|| Some(absolute_env("XDG_RUNTIME_DIR")?.join("core-sidecar")))
+            .or_else(|| Some(cache_dir()?.join("core-sidecar")))
+    }
+
+    /// Where pending sign-outs are recorded: `--lock-dir`, else the cache directory's
+    /// `core-sidecar` (it outlives a reboot, as the keyring does), else the lock's.
+    pub fn marker_dir(&self) -> Option<std::path::PathBuf> {
+        self.lock_dir
+            .clone()
+            .or_else(|| Some(cache_dir()?.join("core-sidecar")))
+            .or_else(|| self.lock_dir())
+    }
+}
+
+/// An environment variable holding an absolute path (a relative one is ignored, as the XDG
+/// base directory specification says).
+fn absolute_env(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(std::env::var_os(name)?);
+    path.is_absolute().then_some(path)
+}
+
+/// The user's cache directory on this platform.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    if cfg!(target_os = "windows") {
+        absolute_env("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        Some(absolute_env("HOME")?.join("Library/Caches"))
+    } else {
+        absolute_env("XDG_CACHE_HOME").or_else(|| Some(absolute_env("HOME")?.join(".cache")))
     }
 }
 
@@ -782,6 +851,7 @@ mod tests {
         assert_eq!(Fault::from_str("hang", false), Ok(Fault::Hang));
         assert_eq!(Fault::from_str("FAIL", true), Ok(Fault::Fail));
         assert_eq!(Fault::from_str("fail-writes", false), Ok(Fault::FailWrites));
+        assert_eq!(Fault::from_str("late-writes", false), Ok(Fault::LateWrites));
         assert!(Fault::from_str("sometimes", true).is_err());
     }
 

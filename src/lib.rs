@@ -15,7 +15,7 @@
 //!   the method table and the Rust types.
 //! - [`session`]: the session (cache + OS keyring store), the gate that decides "fresh or
 //!   refresh first" and ends a session found gone, and the refresh against the auth server.
-//! - [`domains`]: one file per domain (`core`, `auth`, `composio`, `user`); plain async
+//! - [`domains`]: one module per domain (`core`, `auth`, `composio`, `user`); plain async
 //!   functions over typed params and results, unaware of JSON-RPC and of the keyring.
 //! - [`backend`]: the only HTTP client; maps every upstream answer to an [`error::Error`].
 //! - [`error`]: the error enum, its kinds, codes and `data`. Transport-free, a leaf.

@@ -30,8 +30,8 @@ fn main() -> ExitCode {
     match result {
         Ok(stop) => {
             tracing::info!(?stop, "stopped");
-            // The reader thread may be blocked in read(2) on a stdin nobody closes (signal
-            // case); exiting the process ends it.
+            // A reader thread (stdin that is not a pipe or a socket) may be blocked in read(2)
+            // on a stdin nobody closes (signal case); exiting the process ends it.
             std::process::exit(0)
         }
         Err(e) => {

@@ -106,10 +106,13 @@ fn declare(t: &mut Table<'_>) {
     )
     .can_fail_with(&[AuthExpired, RateLimited, Backend, Unavailable, Storage])
     .describe(
-        "Sends the access token to `GET {AUTH_URL}/user`, as supabase-js `getUser`. A 401, or \
-         a 403 with `bad_jwt`, `session_not_found` or `user_not_found`, is -32001: the session \
-         is cleared if it is still the one used (SIGNED_OUT `expired`). Network errors and 5xx \
-         leave the session alone. On success the stored user is updated.",
+        "Sends the access token to `GET {AUTH_URL}/user`, as supabase-js `getUser`. A token \
+         that expires within 60 s is refreshed first; if that refresh fails and the token has \
+         expired, the refresh's error is the answer and `/user` is not called. A 4xx with \
+         `session_not_found` or `user_not_found` is -32001 `session_not_found`: the session is \
+         cleared if it is still the one used (SIGNED_OUT `expired`). Every other failure (a \
+         401, a 403 `bad_jwt`, a gateway's 401, 5xx, network) is an error that keeps the \
+         session. On success the stored user is updated.",
     );
     t.public(
         "auth_clear_session",
@@ -121,13 +124,17 @@ fn declare(t: &mut Table<'_>) {
     t.public(
         "auth_sign_out",
         "Signs out, as supabase-js `signOut({scope})`; emits SIGNED_OUT.",
-        |app, p| async move { auth::sign_out(&app.sessions, app.auth.as_ref(), p).await },
+        |app, p| async move { auth::sign_out(&app.gate, app.auth.as_ref(), p).await },
     )
-    .can_fail_with(&[RateLimited, Backend, Unavailable, Storage])
+    .can_fail_with(&[AuthExpired, RateLimited, Backend, Unavailable, Storage])
     .describe(
-        "With an auth URL, `POST {AUTH_URL}/logout?scope=<scope>` with the access token; 401, \
-         403 and 404 from it are ignored (the session is gone there already). `local` and \
-         `global` then remove the local session; `others` keeps it.",
+        "With an auth URL and a session, the access token is refreshed first when it expires \
+         within 60 s, then `POST {AUTH_URL}/logout?scope=<scope>` revokes it; 401, 403 and 404 \
+         from it count as done (the session is gone there already). `local` then removes the \
+         local session whatever the refresh or `/logout` did. `global` and `others`: a failed \
+         refresh or `/logout` (network, 5xx, 429, another 4xx) is the answer and the session \
+         is kept so the sign-out can be retried (a rejected refresh token has ended it: \
+         -32001); on success `global` removes the local session and `others` keeps it.",
     );
 
     t.gated(
@@ -150,6 +157,51 @@ fn declare(t: &mut Table<'_>) {
         "composio_delete_connection",
         "Deletes a connection (DELETE /agent-integrations/composio/connections/{id}).",
         composio::delete_connection,
+    );
+    t.gated(
+        "composio_list_tools",
+        "The agent's Composio tools as function-calling definitions \
+         (GET /agent-integrations/composio/tools).",
+        composio::tools::list,
+    );
+    t.gated(
+        "composio_execute",
+        "Runs a Composio tool (POST /agent-integrations/composio/execute); a tool that failed \
+         is `successful: false`.",
+        composio::tools::execute,
+    )
+    .describe(
+        "Runs a third-party action, which may have side effects, so it is sent once: only the \
+         backend's own 401 is retried (once, after a refresh: the backend refused it before \
+         running it). A provider's own 401/403 is a result with `successful: false` and \
+         `error`, or a `backend` error when the backend fails the call (a 5xx); neither is \
+         `auth_expired` and the session is kept.",
+    );
+    t.gated(
+        "composio_list_github_repos",
+        "The repositories of a GitHub connection \
+         (GET /agent-integrations/composio/github/repos).",
+        composio::github::list_repos,
+    );
+    t.gated(
+        "composio_list_available_triggers",
+        "The triggers a toolkit offers (GET /agent-integrations/composio/triggers/available).",
+        composio::triggers::list_available,
+    );
+    t.gated(
+        "composio_list_active_triggers",
+        "The user's active triggers (GET /agent-integrations/composio/triggers).",
+        composio::triggers::list_active,
+    );
+    t.gated(
+        "composio_enable_trigger",
+        "Enables a trigger on a connection (POST /agent-integrations/composio/triggers).",
+        composio::triggers::enable,
+    );
+    t.gated(
+        "composio_disable_trigger",
+        "Disables a trigger (DELETE /agent-integrations/composio/triggers/{triggerId}).",
+        composio::triggers::disable,
     );
     t.gated(
         "user_get_profile",

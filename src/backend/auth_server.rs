@@ -7,7 +7,8 @@
 //! | answer | error |
 //! |---|---|
 //! | refresh: 4xx with a code that says the refresh token or session is gone, or OAuth's `invalid_grant` | `AuthExpired { RefreshRejected }` (fatal: never retried) |
-//! | `/user`: 401, or 403 with `bad_jwt` / `session_not_found` / `user_not_found` | `AuthExpired { SessionNotFound }` |
+//! | `/user`: 4xx with `session_not_found` / `user_not_found` | `AuthExpired { SessionNotFound }` |
+//! | `/user`: 401, 403 `bad_jwt`, a gateway's 401 (`Invalid API key`) | `Backend` (not retried; the session is kept: the token is unusable, the session is not known gone) |
 //! | 429 | `RateLimited` (transient) |
 //! | 5xx | `Backend` (transient, reported) |
 //! | other 4xx | `Backend` (not retried; the session is kept: a wrong API key is no reason to sign the user out) |
@@ -56,8 +57,11 @@ pub const AUTH_SERVER: &str = "auth server";
 /// is a few KiB. Past it the answer counts as malformed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// `/user` answers meaning the auth server no longer knows this session.
-const GONE_SESSION_CODES: &[&str] = &["bad_jwt", "session_not_found", "user_not_found"];
+/// `/user` answers meaning the auth server no longer knows this session or its user. Not
+/// `bad_jwt` nor a bare 401: those say this access token is unusable (clock skew, a rotated
+/// signing key, a gateway refusing the API key), not that the session is gone, and the
+/// refresh token may still work.
+const GONE_SESSION_CODES: &[&str] = &["session_not_found", "user_not_found"];
 
 /// A session as GoTrue returns it from `/token`.
 #[derive(Debug, Clone, Deserialize)]
@@ -272,14 +276,10 @@ pub fn classify(endpoint: Endpoint, status: StatusCode, headers: &HeaderMap, tex
             AuthExpiredReason::RefreshRejected,
             format!("the auth server rejected the refresh token: {detail}"),
         ),
-        (Endpoint::User, 401) | (Endpoint::User, 403)
-            if status_u16 == 401 || code_is(GONE_SESSION_CODES) =>
-        {
-            Error::auth_expired(
-                AuthExpiredReason::SessionNotFound,
-                format!("the auth server no longer knows this session: {detail}"),
-            )
-        }
+        (Endpoint::User, 400..=499) if code_is(GONE_SESSION_CODES) => Error::auth_expired(
+            AuthExpiredReason::SessionNotFound,
+            format!("the auth server no longer knows this session: {detail}"),
+        ),
         _ => Error::backend_status(
             status_u16,
             format!("auth server returned {status_u16}: {detail}"),
@@ -382,25 +382,68 @@ mod tests {
 
     #[test]
     fn user_endpoint_gone_sessions() {
+        for (status, header, body) in [
+            (
+                403,
+                None,
+                r#"{"code":403,"error_code":"session_not_found","msg":"gone"}"#,
+            ),
+            (
+                403,
+                None,
+                r#"{"code":403,"error_code":"user_not_found","msg":"no user"}"#,
+            ),
+            // {code: str, message}, and the header alone.
+            (
+                403,
+                None,
+                r#"{"code":"session_not_found","message":"gone"}"#,
+            ),
+            (403, Some("user_not_found"), r#"{"msg":"no user"}"#),
+            (
+                404,
+                None,
+                r#"{"code":404,"error_code":"user_not_found","msg":"x"}"#,
+            ),
+        ] {
+            let e = classify_body(Endpoint::User, status, header, body);
+            assert_eq!(e.kind(), ErrorKind::AuthExpired, "{status} {body}");
+            assert_eq!(e.data()["reason"], "session_not_found", "{status} {body}");
+        }
+    }
+
+    /// None of these says the session is gone: the access token is unusable (clock skew, a
+    /// rotated signing key) or the gateway refuses the API key. The session is kept, nothing
+    /// is retried.
+    #[test]
+    fn user_endpoint_unusable_tokens_keep_the_session() {
         for (status, body) in [
             (401, "{}"),
             (
-                403,
-                r#"{"code":403,"error_code":"session_not_found","msg":"gone"}"#,
+                401,
+                r#"{"code":401,"error_code":"no_authorization","msg":"no"}"#,
             ),
+            (401, r#"{"message":"Invalid API key"}"#),
             (403, r#"{"code":403,"error_code":"bad_jwt","msg":"bad"}"#),
-            (
-                403,
-                r#"{"code":403,"error_code":"user_not_found","msg":"no user"}"#,
-            ),
+            (403, r#"{"code":"bad_jwt","message":"bad"}"#),
+            (403, r#"{"error_code":"not_admin"}"#),
         ] {
             let e = classify_body(Endpoint::User, status, None, body);
-            assert_eq!(e.kind(), ErrorKind::AuthExpired, "{status} {body}");
+            assert_eq!(e.kind(), ErrorKind::Backend, "{status} {body}");
+            assert!(!e.retryable(), "{status} {body}");
+            assert_eq!(e.data()["status"], status, "{status} {body}");
         }
-        let forbidden = classify_body(Endpoint::User, 403, None, r#"{"error_code":"not_admin"}"#);
-        assert_eq!(forbidden.kind(), ErrorKind::Backend);
+        // The header wins: a `bad_jwt` header over a gone-session body keeps the session.
+        let e = classify_body(
+            Endpoint::User,
+            403,
+            Some("bad_jwt"),
+            r#"{"code":403,"error_code":"session_not_found","msg":"x"}"#,
+        );
+        assert_eq!(e.kind(), ErrorKind::Backend);
         let server = classify_body(Endpoint::User, 500, None, "{}");
         assert_eq!(server.kind(), ErrorKind::Backend);
+        assert!(server.retryable());
     }
 
     #[test]

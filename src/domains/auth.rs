@@ -7,7 +7,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::backend::auth_server::{AuthServer, LogoutScope};
-use crate::error::{Error, Result};
+use crate::error::{AuthExpiredReason, Error, Result};
 use crate::session::gate::Gate;
 use crate::session::model::{derive_expiry, unix_now};
 use crate::session::refresh::Refresher;
@@ -143,6 +143,21 @@ pub async fn get_state(sessions: &Sessions) -> AuthState {
 pub struct Removed {
     /// Whether a stored session was removed.
     pub removed: bool,
+    /// Present (true) when the keyring could not delete the entry yet: the sign-out holds in
+    /// this process and is retried until the keyring takes it, across restarts
+    /// (`pendingSignOut` in the state says the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("const" = true))]
+    pub pending: bool,
+}
+
+impl Removed {
+    fn nothing() -> Self {
+        Self {
+            removed: false,
+            pending: false,
+        }
+    }
 }
 
 /// The user as the auth server sees it now (GoTrue `GET /user`, as supabase-js `getUser`),
@@ -156,7 +171,10 @@ pub struct AuthUser(#[schemars(with = "serde_json::Map<String, Value>")] pub Val
 
 pub async fn clear_session(sessions: &Sessions) -> Result<Removed> {
     let removed = sessions.sign_out(SignOutReason::SignedOut).await?;
-    Ok(Removed { removed })
+    Ok(Removed {
+        removed,
+        pending: sessions.sign_out_pending(),
+    })
 }
 
 /// How far to sign out, as GoTrue's `/logout?scope=`.
@@ -169,31 +187,76 @@ pub struct SignOutParams {
     pub scope: LogoutScope,
 }
 
-/// Signs out. With an auth server, the session is revoked there first (`local`: this
-/// session, `global`: all of the user's, `others`: all but this one); a failure there does
-/// not keep the user signed in here. `others` keeps the local session.
+/// Signs out, as auth-js `signOut({scope})` but for the deliberate differences below
+/// (docs/protocol.md, "auth_sign_out").
+///
+/// With an auth server and a session, the access token is refreshed first when it expires
+/// within 60 s (as auth-js: an expired token revokes nothing), then
+/// `POST /logout?scope=<scope>` revokes it (`local`: this session, `global`: all of the
+/// user's, `others`: all but this one); 401/403/404 there mean it is already gone.
+/// - `local`: this device is signed out whatever the refresh or the revoke did (a failure
+///   is logged).
+/// - `global`, `others`: a refresh or revoke that failed is the answer and the session is
+///   kept, so the user can retry: the token needed to revoke the other sessions must not
+///   be thrown away with nothing revoked. A rejected refresh token has already ended the
+///   session; its `auth_expired` is the answer.
+/// - `others` keeps the local session.
 pub async fn sign_out(
-    sessions: &Sessions,
+    gate: &Gate,
     auth: Option<&AuthServer>,
     params: SignOutParams,
 ) -> Result<Removed> {
+    let sessions = gate.sessions();
+    let scope = params.scope;
     let current = sessions.current().await;
-    if let (Some(auth), Some(session)) = (auth, current.as_deref()) {
-        let revoked = auth
-            .logout(session.access_token.expose(), params.scope)
-            .await;
-        match revoked {
-            Err(error) if params.scope == LogoutScope::Others => return Err(error),
-            Err(error) => {
+    let revoked = match (auth, current) {
+        (Some(auth), Some(current)) => revoke(gate, auth, current, scope).await,
+        _ => Ok(()),
+    };
+    if let Err(error) = revoked {
+        match (scope, &error) {
+            (
+                _,
+                Error::AuthExpired {
+                    reason: AuthExpiredReason::NoSession,
+                    ..
+                },
+            ) => return Ok(Removed::nothing()),
+            (LogoutScope::Local, _) => {
                 tracing::warn!(error = %error, "the auth server did not confirm the sign-out; signing out locally");
+                // A rejected refresh token has ended the session already (SIGNED_OUT
+                // `refresh_failed`): this sign-out did remove it.
+                let ended = matches!(
+                    error,
+                    Error::AuthExpired {
+                        reason: AuthExpiredReason::RefreshRejected,
+                        ..
+                    }
+                );
+                let cleared = clear_session(sessions).await?;
+                return Ok(Removed {
+                    removed: cleared.removed || ended,
+                    ..cleared
+                });
             }
-            Ok(()) => {}
+            _ => return Err(error),
         }
     }
-    if params.scope == LogoutScope::Others {
-        return Ok(Removed { removed: false });
+    if scope == LogoutScope::Others {
+        return Ok(Removed::nothing());
     }
     clear_session(sessions).await
+}
+
+/// Refreshes `session` first when it is about to expire, then revokes it at the auth server.
+async fn revoke(
+    gate: &Gate,
+    auth: &AuthServer,
+    session: Arc<Session>,
+    scope: LogoutScope,
+) -> Result<()> {
+    let session = gate.refresher().fresh(session).await?;
+    auth.logout(session.access_token.expose(), scope).await
 }
 
 /// `auth_refresh_session`: a single-flight refresh, then the state.
@@ -203,11 +266,12 @@ pub async fn refresh_session(sessions: &Sessions, refresher: &Arc<Refresher>) ->
     Ok(sessions.state().await)
 }
 
-/// `auth_get_user`: the user as the auth server sees it now, through the session gate: the
-/// access token is refreshed first when about to expire (as supabase-js `getUser`: an
-/// expired one would be refused by `/user` and taken for a session the server no longer
-/// knows), and a session the server no longer knows is ended. Other failures leave the
-/// session alone.
+/// `auth_get_user`: the user as the auth server sees it now, through the session gate, as
+/// auth-js `getUser`: the access token is refreshed first when about to expire, and a
+/// token known to be expired is never sent (a refresh that failed is the answer). Only a
+/// `/user` answer saying the session or its user is gone (`session_not_found`,
+/// `user_not_found`) ends the session; a 401, a 403 `bad_jwt` or a gateway's 401 is an
+/// error that keeps it, like every other failure.
 pub async fn get_user(gate: &Gate, auth: Option<&AuthServer>) -> Result<Value> {
     let auth = auth.ok_or_else(|| {
         Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())

@@ -7,8 +7,14 @@
 //! [`Dispatcher::handle_line_admitted`] is what the reader uses: each request (each batch
 //! member) whose handler is async is first put to an [`Admit`] decision, then polled once
 //! right there; only the ones still pending keep their [`Ticket`].
+//!
+//! **Params.** A sync handler reads its params straight from the input line. An async one
+//! outlives the line, so it gets an owned copy (jsonrpsee's `Params<'static>`), freed, not
+//! zeroed, when the handler is done. Lending a zeroed copy instead would need a `'static`
+//! reference that is not true; the copy is short-lived and the process is non-dumpable.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -206,9 +212,10 @@ impl Dispatcher {
                     Admit::Run(ticket) => ticket,
                     Admit::Refuse(bound) => return Reply::Now(id.map(|id| refused(&id, bound))),
                 };
+                let params = Params::new(params).into_owned();
                 let future = method(
                     Id::Null,
-                    Params::new(params).into_owned(),
+                    params,
                     ConnectionId(0),
                     self.max_response,
                     Extensions::new(),

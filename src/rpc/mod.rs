@@ -5,21 +5,32 @@
 //! [`Outbox`]. What it must know of the methods comes in [`Limits`]: the names of the ones
 //! admitted into a reserve past the in-flight bound ([`Limits::reserved_methods`]).
 //!
-//! **The reader never waits for a handler.** A blocking reader thread reads one line at a
-//! time and, for each request (each batch member), in order:
+//! **One thread.** [`serve`] is a task of a current-thread runtime, and the handlers it
+//! starts, the HTTP client's connection tasks, timers and signals all run on that same
+//! thread. stdin and stdout are read and written there too when they are pipes or sockets
+//! (Linux, macOS: non-blocking descriptors registered with the runtime's reactor, see
+//! [`stdio`]); anything else (a terminal, a file, Windows) gets a reader thread and a writer
+//! thread ([`Input::from_reader`], [`Outbox::new`]). So a gated call sleeps twice, once for
+//! its backend and once for the next request, and never hands itself from one thread to
+//! another; the only blocking work, keyring calls, runs on threads of its own
+//! (`session::store`), and nothing on this thread ever waits on a pipe.
+//!
+//! **The reader never waits for a handler.** For each request line (each batch member), in
+//! order:
 //!
 //! 1. a method with a sync handler (`core_ping`, `core_version`, `rpc.discover`) runs right
-//!    there and is answered inline: no slot, no thread hop;
+//!    there and is answered inline: no slot, no task;
 //! 2. an async handler needs a slot of the in-flight bound ([`InFlight`],
 //!    `CORE_SIDECAR_MAX_IN_FLIGHT`). Past the bound a **new** request is refused before its
 //!    handler starts, so no half-started work is ever dropped: `-32002` `rate_limited`
 //!    without a `status` (see `dispatch::refused`). Methods in [`Limits::reserved_methods`]
 //!    are admitted past the bound, into a reserve of the same size again, so they run even
 //!    when every other slot hangs on a slow upstream;
-//! 3. an admitted handler is polled once on the reader thread; if it is done (`auth_get_state`
-//!    once the session is loaded, a bad param, `no_session`) it is answered inline and its
-//!    slot is free again at once. Otherwise the future is spawned onto the runtime with its
-//!    slot, and the slot is released once its reply is queued.
+//! 3. an admitted handler is polled once, inline; if it is done (`auth_get_state` once the
+//!    session is loaded, a bad param, `no_session`) it is answered inline and its slot is
+//!    free again at once. Otherwise it is spawned as a task with its slot, and the slot is
+//!    released once its reply is queued. A panic in a handler, on that first poll or later,
+//!    is caught around the handler (`-32603` for that request only): the loop goes on.
 //!
 //! A batch is admitted member by member (each pending member holds one slot, until the
 //! batch's one reply line is queued), so a batch cannot get around the bound; its refused
@@ -27,28 +38,36 @@
 //! waits for a slot; memory stays bounded because pending work is bounded by the slots and a
 //! refusal costs one short line.
 //!
-//! **Output** is flushed once no more input is buffered. The only thing the reader waits for
-//! is stdout itself: when the shell stops reading it, the reader stops reading stdin once
-//! [`Outbox::backlog`] passes [`FLUSH_BACKLOG_BYTES`] (see [`outbox`] for why no other thread
-//! ever blocks on stdout). [`hangup`] notices a closed stdout or stdin without a read or a
-//! write, so the shutdown never depends on a blocked reader.
+//! **Output** is written once no more input is buffered (one write for a pipelined burst),
+//! and a spawned handler's reply as soon as it is ready, by non-blocking writes on this
+//! thread. The only thing the reader waits for is stdout itself: when the shell stops reading
+//! it, the reader stops reading stdin once [`Outbox::backlog`] passes
+//! [`FLUSH_BACKLOG_BYTES`] and waits, asynchronously, until the output is written (see
+//! [`outbox`]). [`hangup`] notices a closed stdout or stdin without a read or a write, so the
+//! shutdown never depends on the reader.
+//!
+//! **Request bytes are zeroed** once dispatched: the read buffer's bytes and any line put
+//! together across reads ([`framing`]) and the reader thread's chunks. The params copy an
+//! async handler owns is freed unzeroed (see `dispatch`).
 
 mod dispatch;
 mod framing;
 pub mod hangup;
+mod input;
 mod outbox;
+pub mod stdio;
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee::core::server::Methods;
-use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 pub use dispatch::{Admit, Dispatcher, Reply, Ticket};
 pub use framing::{Frame, LineReader};
+pub use input::Input;
 pub use outbox::Outbox;
+
+use framing::{Framer, Step};
 
 /// Limits of the transport (docs/protocol.md, "Wire rules").
 #[derive(Debug, Clone, Copy)]
@@ -68,8 +87,7 @@ pub struct Limits {
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Longest accepted line by default, 16 MiB (`CORE_SIDECAR_MAX_LINE_BYTES`).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
-/// Queued output past which the reader writes it out itself, waiting on a full stdout, before
-/// it reads on.
+/// Unwritten output past which the reader reads no more input until it is written.
 pub const FLUSH_BACKLOG_BYTES: usize = 1024 * 1024;
 
 impl Default for Limits {
@@ -149,60 +167,57 @@ impl InFlight {
     }
 }
 
-/// Reads requests from `input` until EOF and answers them through `outbox`. Blocking: run it
-/// on its own thread. `runtime` runs the handlers that do not complete at once. Never waits
-/// for a handler or a slot (only, when the shell stops reading stdout, for stdout).
-pub fn serve_blocking(
-    input: impl Read,
-    outbox: &Outbox,
-    methods: impl Into<Methods>,
+/// Reads requests from `input` until EOF and answers them through `outbox`. Must run on a
+/// runtime (a task of it, usually: see the module docs); handlers that do not complete at
+/// once are spawned onto it. Never waits for a handler or a slot (only, when the shell stops
+/// reading stdout, for stdout).
+pub async fn serve(
+    mut input: Input,
+    outbox: Outbox,
+    dispatcher: Dispatcher,
     limits: Limits,
-    in_flight: &InFlight,
-    runtime: &Handle,
+    in_flight: InFlight,
 ) -> ReadEnd {
-    // Entering the runtime lets handlers polled here register timers and sockets.
-    let _enter = runtime.enter();
-    let dispatcher = Dispatcher::new(methods);
     let mut admit = |method: &str| in_flight.admit(limits.reserved_methods.contains(&method));
-    let mut reader = LineReader::new(input, limits.max_line_bytes);
-    let mut line = Vec::with_capacity(1024);
+    let mut framer = Framer::new(limits.max_line_bytes);
     loop {
         if outbox.is_closed() {
             return ReadEnd::OutputClosed;
         }
-        let frame = match reader.next_line(&mut line) {
-            Ok(frame) => frame,
-            // No flush here: what is queued is the shutdown's to write, within its deadline.
-            Err(e) => return ReadEnd::Failed(e.kind()),
-        };
-        match frame {
-            Frame::Eof => return ReadEnd::Eof,
-            Frame::TooLong => outbox.write_line_buffered(dispatch::line_too_long().as_bytes()),
-            Frame::Line => match dispatcher.handle_line_admitted(&line, &mut admit) {
-                (Reply::Now(reply), _) => write_now(outbox, reply),
+        match framer.next() {
+            Step::Line(line) => match dispatcher.handle_line_admitted(line, &mut admit) {
+                (Reply::Now(Some(reply)), _) => outbox.queue_line(reply.as_bytes()),
+                (Reply::Now(None), _) => {}
                 (Reply::Later(future), tickets) => {
                     let outbox = outbox.clone();
-                    runtime.spawn(async move {
+                    tokio::spawn(async move {
                         let reply = future.await;
                         outbox.write_line_releasing(reply.as_deref().map(str::as_bytes), tickets);
                     });
                 }
             },
+            Step::TooLong => outbox.queue_line(dispatch::line_too_long().as_bytes()),
+            Step::Eof => {
+                outbox.flush();
+                return ReadEnd::Eof;
+            }
+            Step::NeedInput => {
+                // Nothing more is buffered: write the replies before waiting for input.
+                outbox.flush();
+                match input.read(framer.space()).await {
+                    Ok(n) => framer.filled(n),
+                    Err(e) => return ReadEnd::Failed(e.kind()),
+                }
+                continue;
+            }
         }
-        let backlog = outbox.backlog();
-        if backlog >= FLUSH_BACKLOG_BYTES {
-            // The shell is not keeping up: write it out here, waiting, and read no more
-            // until it has.
+        if outbox.backlog() >= FLUSH_BACKLOG_BYTES {
+            // The shell is not keeping up: read no more until what waits is written.
             outbox.flush();
-        } else if backlog > 0 && reader.is_drained() {
-            outbox.try_flush();
+            if outbox.backlog() >= FLUSH_BACKLOG_BYTES {
+                outbox.drained().await;
+            }
         }
-    }
-}
-
-fn write_now(outbox: &Outbox, reply: Option<String>) {
-    if let Some(reply) = reply {
-        outbox.write_line_buffered(reply.as_bytes());
     }
 }
 
@@ -288,29 +303,33 @@ pub(crate) mod tests {
         format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#)
     }
 
-    /// Serves `input` to EOF. The reader returns whatever its requests do (a hanging one
-    /// included); the in-flight ones are then given `drain` to finish. Returns how many
-    /// were pending when the reader returned.
+    /// Serves `input` to EOF on a current-thread runtime, the way the app does. The reader
+    /// returns whatever its requests do (a hanging one included); the in-flight ones are then
+    /// given `drain` to finish. Returns how many were pending when the reader returned.
     fn serve(
         input: &str,
         output: impl Write + Send + 'static,
         limits: Limits,
         drain: Duration,
     ) -> (ReadEnd, Outbox, usize) {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let outbox = Outbox::new(output);
         let in_flight = InFlight::new(limits.max_in_flight);
-        let end = serve_blocking(
-            Cursor::new(input.to_string()),
-            &outbox,
-            module(),
-            limits,
-            &in_flight,
-            runtime.handle(),
-        );
-        let pending = in_flight.pending();
-        runtime.block_on(in_flight.drain(drain));
-        outbox.flush();
+        let input = Input::from_reader(Cursor::new(input.to_string())).unwrap();
+        let (end, pending) = runtime.block_on(async {
+            let dispatcher = Dispatcher::new(module());
+            let end =
+                super::serve(input, outbox.clone(), dispatcher, limits, in_flight.clone()).await;
+            let pending = in_flight.pending();
+            in_flight.drain(drain).await;
+            tokio::time::timeout(TIMEOUT, outbox.drained())
+                .await
+                .expect("output written");
+            (end, pending)
+        });
         runtime.shutdown_background();
         (end, outbox, pending)
     }
@@ -471,11 +490,124 @@ pub(crate) mod tests {
         );
     }
 
+    /// Pings that never end.
+    struct Endless;
+
+    impl io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let line = format!("{}\n", request(1, "ping"));
+            let n = line.len().min(buf.len());
+            buf[..n].copy_from_slice(&line.as_bytes()[..n]);
+            Ok(n)
+        }
+    }
+
+    /// Input never ends: the reader stops because its replies cannot be written.
     #[test]
     fn stops_reading_when_output_is_closed() {
-        let input = format!("{}\n", request(1, "ping")).repeat(10);
-        let (end, outbox, _) = serve(&input, Closed, limits(4), TIMEOUT);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outbox = Outbox::new(Closed);
+        let end = runtime.block_on(async {
+            let input = Input::from_reader(Endless).unwrap();
+            let serve = super::serve(
+                input,
+                outbox.clone(),
+                Dispatcher::new(module()),
+                limits(4),
+                InFlight::new(4),
+            );
+            tokio::time::timeout(TIMEOUT, serve)
+                .await
+                .expect("the reader stops")
+        });
         assert_eq!(end, ReadEnd::OutputClosed);
         assert!(outbox.is_closed());
+    }
+
+    /// The path the binary takes on Linux: stdin and stdout are pipes in non-blocking mode,
+    /// read and written on the runtime's one thread. A burst larger than the output pipe
+    /// holds is answered in full, in order, while the test reads slowly; then EOF.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn nonblocking_pipes_on_one_thread_answer_a_burst_larger_than_the_pipe() {
+        use std::io::{BufRead, BufReader};
+        use std::os::fd::AsRawFd;
+
+        fn nonblocking(fd: &impl AsRawFd) {
+            let fd = fd.as_raw_fd();
+            // SAFETY: F_GETFL/F_SETFL on descriptors this test owns; no pointer is passed.
+            unsafe {
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
+                assert!(flags >= 0);
+                assert_eq!(
+                    nix::libc::fcntl(fd, nix::libc::F_SETFL, flags | nix::libc::O_NONBLOCK),
+                    0
+                );
+            }
+        }
+
+        const REQUESTS: usize = 5_000;
+        let (in_reader, mut in_writer) = std::io::pipe().unwrap();
+        let (out_reader, out_writer) = std::io::pipe().unwrap();
+        nonblocking(&in_reader);
+        nonblocking(&out_writer);
+        let client = std::thread::spawn(move || {
+            let mut burst = String::new();
+            for id in 0..REQUESTS {
+                let method = if id % 10 == 0 { "later" } else { "ping" };
+                burst.push_str(&request(id, method));
+                burst.push('\n');
+            }
+            in_writer.write_all(burst.as_bytes()).unwrap();
+        });
+        let reader = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for line in BufReader::new(out_reader).lines() {
+                let line: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                assert!(line.get("result").is_some(), "{line}");
+                ids.push(line["id"].as_u64().unwrap() as usize);
+            }
+            ids
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let end = runtime.block_on(async {
+            let input = Input::from_nonblocking_fd(std::fs::File::from(
+                std::os::fd::OwnedFd::from(in_reader),
+            ))
+            .unwrap();
+            let outbox = Outbox::from_nonblocking_fd(std::fs::File::from(
+                std::os::fd::OwnedFd::from(out_writer),
+            ))
+            .unwrap();
+            assert!(input.is_async_fd() && outbox.is_async_fd());
+            let in_flight = InFlight::new(REQUESTS);
+            let serve = super::serve(
+                input,
+                outbox.clone(),
+                Dispatcher::new(module()),
+                limits(REQUESTS),
+                in_flight.clone(),
+            );
+            let end = tokio::time::timeout(TIMEOUT, serve).await.expect("EOF");
+            assert!(in_flight.drain(TIMEOUT).await);
+            tokio::time::timeout(TIMEOUT, outbox.drained())
+                .await
+                .expect("written");
+            end
+        });
+        runtime.shutdown_background();
+        client.join().unwrap();
+        assert_eq!(end, ReadEnd::Eof);
+        let mut ids = reader.join().unwrap();
+        let pings: Vec<usize> = ids.iter().copied().filter(|id| id % 10 != 0).collect();
+        assert!(pings.is_sorted(), "inline replies keep their order");
+        ids.sort_unstable();
+        assert_eq!(ids, (0..REQUESTS).collect::<Vec<_>>());
     }
 }

@@ -1,33 +1,36 @@
 //! The one writer of stdout: every protocol line goes through here, whole, in the order it
-//! was queued.
+//! was queued. Nothing here ever blocks the loop's thread on a full pipe.
 //!
-//! Writing is split in two so that no thread that matters can be held by a full pipe:
+//! Lines are appended to one in-memory queue under a short lock. How the queue reaches the
+//! output depends on the output:
 //!
-//! - **Queuing** appends the line to an in-memory queue under a short lock that is never held
-//!   across a write. It never blocks on the pipe.
-//! - **Writing** takes the whole queue and writes it under a second lock (the sink's), and may
-//!   block on a full pipe. Two threads write: the reader thread, for its own inline replies
-//!   ([`Outbox::try_flush`], the hot path: no thread hop), and the outbox's own writer thread,
-//!   for everything queued elsewhere ([`Outbox::write_line`]: responses finished on the
-//!   runtime, notifications). A tokio worker therefore never blocks on stdout, and the runtime
-//!   (timers, signals, the shutdown) keeps running whatever the shell does with the pipe.
+//! - **A non-blocking descriptor** ([`Outbox::from_nonblocking_fd`]: stdout when it is a pipe
+//!   or a socket on Linux and macOS, see [`super::stdio`]). Whoever queues a line writes the
+//!   queue out right there, with a non-blocking `write(2)`, on its own thread (the loop's, for
+//!   every reply): no thread hop. A write that would block leaves the rest in the queue and
+//!   wakes the outbox's task, which waits on the runtime for the descriptor to become
+//!   writable and writes the rest; meanwhile lines are only queued.
+//! - **Any [`Write`]** ([`Outbox::new`]: a terminal, a file, every output on Windows, and the
+//!   tests' buffers): a writer thread of its own does every write, since any write may block.
 //!
-//! When the shell stops reading, the writer blocks and the queue grows; the reader thread
-//! then blocks in [`Outbox::flush`] once [`Outbox::backlog`] passes its high-water mark, so it
-//! stops reading input: memory stays bounded. Shutdown waits for the queue at most a deadline
-//! ([`Outbox::flush_within`]); nothing ever waits for a blocked write.
+//! The reader queues its inline replies with [`Outbox::queue_line`] and writes them with one
+//! [`Outbox::flush`] once its input is drained (a pipelined burst costs one write); everything
+//! else uses [`Outbox::write_line`]. When the shell stops reading, the queue grows; the reader
+//! then stops reading input once [`Outbox::backlog`] passes its high-water mark and waits,
+//! asynchronously, for [`Outbox::drained`]: memory stays bounded and the runtime (timers,
+//! signals, the shutdown) keeps running. Shutdown waits for the queue at most a deadline.
 //!
 //! Once a write fails (the shell closed our stdout) or [`Outbox::close`] is called (a watcher
 //! saw the pipe's read end go, see [`super::hangup`]), the outbox is closed: queued and later
 //! lines are dropped and [`Outbox::closed`] resolves.
 
 use std::io::{self, Write};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// A write buffer larger than this is not kept after a burst (a huge batch answer, say).
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;
@@ -39,59 +42,72 @@ pub struct Outbox {
     handle: Arc<Handle>,
 }
 
-/// Dropped with the last [`Outbox`] clone: the writer thread writes what is left and exits.
+/// Dropped with the last [`Outbox`] clone: what is queued is written, then the writer stops.
 struct Handle(Arc<Shared>);
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the writer thread.
-    work: Condvar,
-    /// Wakes [`Outbox::flush_within`] callers once the queue is written (or dropped).
-    idle: Condvar,
-    /// The output; its lock is held across each write.
-    sink: Mutex<Sink>,
-    /// The queue's length, readable without the lock (the reader checks it every line).
-    queued: AtomicUsize,
+    /// Bytes queued and not yet written, readable without the lock.
+    unwritten: AtomicUsize,
     closed: AtomicBool,
     closed_tx: watch::Sender<bool>,
+    /// Signalled when writing made progress (or the output closed), for [`Outbox::drained`].
+    progress: Notify,
+    /// Callers waiting on `progress`: no signal is sent while there are none.
+    progress_waiters: AtomicUsize,
+    sink: Sink,
+}
+
+enum Sink {
+    /// A non-blocking descriptor, written by whoever queues (see the module docs).
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    Fd {
+        fd: tokio::io::unix::AsyncFd<std::fs::File>,
+        /// Wakes the task that writes once the descriptor is writable again.
+        unblock: Notify,
+    },
+    /// Any writer, written by a writer thread of its own.
+    Thread {
+        /// Wakes the writer thread.
+        work: Condvar,
+        out: Mutex<Box<dyn Write + Send>>,
+    },
 }
 
 #[derive(Default)]
 struct State {
     queue: Vec<u8>,
-    /// A writer took lines off the queue and has not written them all yet.
-    writing: bool,
+    /// `queue[head..]` is not written yet (the start went out in a short write).
+    head: usize,
+    /// A non-blocking write would have blocked: the unblock task writes the queue until it
+    /// is empty, and nobody else writes meanwhile.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+    blocked: bool,
+    /// Bytes the writer thread has taken off the queue and not yet written.
+    writing: usize,
     /// The writer thread has been asked to write the queue out.
     kicked: bool,
     /// The writer thread is waiting on `work` (so a kick needs a wake-up).
     writer_waiting: bool,
-    /// Callers waiting on `idle`.
-    idle_waiters: usize,
-    /// No writer thread could be started: `write_line` then writes itself.
+    /// No writer thread could be started: flushes then write themselves.
     no_writer: bool,
     /// Every [`Outbox`] is gone.
     stopped: bool,
 }
 
-struct Sink {
-    out: Box<dyn Write + Send>,
-    /// The buffer swapped with the queue, so steady traffic allocates nothing.
-    spare: Vec<u8>,
+/// What a round of non-blocking writes got to.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+enum Wrote {
+    All,
+    WouldBlock,
 }
 
 impl Outbox {
+    /// An outbox over any writer, written by a writer thread of its own (any write may block).
     pub fn new(writer: impl Write + Send + 'static) -> Self {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+        let shared = Shared::new(Sink::Thread {
             work: Condvar::new(),
-            idle: Condvar::new(),
-            sink: Mutex::new(Sink {
-                out: Box::new(writer),
-                spare: Vec::new(),
-            }),
-            queued: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            closed_tx: watch::Sender::new(false),
+            out: Mutex::new(Box::new(writer)),
         });
         let writer = {
             let shared = shared.clone();
@@ -103,6 +119,29 @@ impl Outbox {
             tracing::warn!(error = %e, "cannot start the stdout writer thread; writing inline");
             shared.lock_state().no_writer = true;
         }
+        Self::with(shared)
+    }
+
+    /// An outbox over a descriptor already in non-blocking mode (a pipe or a socket), written
+    /// on the caller's thread and, when it would block, by a task of the current runtime.
+    /// Must be called within the runtime.
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    pub fn from_nonblocking_fd(file: std::fs::File) -> io::Result<Self> {
+        // SAFETY: a `File` owns its descriptor: it stays open, on the same description, for
+        // as long as the `AsyncFd` owns the `File`.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::WRITABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        let shared = Shared::new(Sink::Fd {
+            fd,
+            unblock: Notify::new(),
+        });
+        tokio::spawn(shared.clone().unblock_task());
+        Ok(Self::with(shared))
+    }
+
+    fn with(shared: Arc<Shared>) -> Self {
         Self {
             handle: Arc::new(Handle(shared)),
         }
@@ -110,6 +149,12 @@ impl Outbox {
 
     fn shared(&self) -> &Shared {
         &self.handle.0
+    }
+
+    /// Whether lines are written by whoever queues them (a non-blocking descriptor) rather
+    /// than by a writer thread.
+    pub fn is_async_fd(&self) -> bool {
+        !matches!(self.shared().sink, Sink::Thread { .. })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -127,93 +172,53 @@ impl Outbox {
         self.shared().close(None);
     }
 
-    /// Bytes queued and not yet taken by a writer.
+    /// Bytes queued and not yet written.
     pub fn backlog(&self) -> usize {
-        self.shared().queued.load(Ordering::Relaxed)
+        self.shared().unwritten.load(Ordering::SeqCst)
     }
 
-    /// Queues one line without writing it: the reader thread's replies, written by its own
-    /// [`Outbox::try_flush`] once its input is drained (a pipelined burst costs one write).
-    pub fn write_line_buffered(&self, line: &[u8]) {
+    /// Queues one line without writing it: the reader's inline replies, written by its
+    /// [`Outbox::flush`] once its input is drained.
+    pub fn queue_line(&self, line: &[u8]) {
         let shared = self.shared();
         let mut state = shared.lock_state();
         shared.push(&mut state, line);
     }
 
-    /// Queues one line and has the writer thread write it: for responses and notifications
-    /// produced off the reader thread. Never blocks on the output.
+    /// Starts writing what is queued: written now as far as the output takes it without
+    /// blocking (a non-blocking descriptor), or handed to the writer thread. Never blocks.
+    pub fn flush(&self) {
+        let shared = self.shared();
+        shared.flush(shared.lock_state());
+    }
+
+    /// Queues one line and writes it (see [`Outbox::flush`]). Never blocks.
     pub fn write_line(&self, line: &[u8]) {
         let shared = self.shared();
         let mut state = shared.lock_state();
         if shared.push(&mut state, line) {
-            drop(shared.kick(state));
+            shared.flush(state);
         }
     }
 
     /// [`Outbox::write_line`], dropping `held` (in-flight slots) once the line is queued but
-    /// before any writer can take it: a shell that has read the line finds the slot free, and
-    /// whoever finds the slot free (the shutdown's drain) finds the line queued.
+    /// before any of it can be written: a shell that has read the line finds the slot free,
+    /// and whoever finds the slot free (the shutdown's drain) finds the line queued.
     pub fn write_line_releasing<T>(&self, line: Option<&[u8]>, held: T) {
         let shared = self.shared();
         let mut state = shared.lock_state();
         let queued = line.is_some_and(|line| shared.push(&mut state, line));
         drop(held);
         if queued {
-            drop(shared.kick(state));
+            shared.flush(state);
         }
     }
 
-    /// Writes what is queued unless another thread is writing, in which case that writer is
-    /// asked to take it too. Never waits for another writer; may block on a full pipe.
-    pub fn try_flush(&self) {
-        let shared = self.shared();
-        match shared.sink.try_lock() {
-            Ok(mut sink) => shared.write_out(&mut sink),
-            Err(std::sync::TryLockError::Poisoned(p)) => shared.write_out(&mut p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                let state = shared.lock_state();
-                drop(shared.kick(state));
-            }
-        }
-    }
-
-    /// Writes everything queued so far before returning, waiting for another writer if need
-    /// be. Blocks while the output is full.
-    pub fn flush(&self) {
-        let shared = self.shared();
-        shared.write_out(&mut shared.lock_sink());
-    }
-
-    /// Has the writer thread write everything queued, waiting at most `timeout`. Returns
-    /// whether nothing is left to write (written, or dropped because the output closed).
-    pub fn flush_within(&self, timeout: Duration) -> bool {
-        let shared = self.shared();
-        let deadline = Instant::now() + timeout;
-        let mut state = shared.lock_state();
-        if state.no_writer {
-            drop(state);
-            self.flush();
-            return true;
-        }
-        if !state.queue.is_empty() {
-            state = shared.kick(state);
-        }
-        loop {
-            if shared.is_closed() || (state.queue.is_empty() && !state.writing) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state.idle_waiters += 1;
-            state = shared
-                .idle
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            state.idle_waiters -= 1;
-        }
+    /// Writes what is queued and resolves once all of it is written, or dropped because the
+    /// output closed. Never blocks a thread: put a deadline on it (`tokio::time::timeout`).
+    pub async fn drained(&self) {
+        self.flush();
+        self.shared().wait_until_written().await;
     }
 
     /// Sends a server-to-client notification.
@@ -238,15 +243,38 @@ impl Outbox {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let mut state = self.0.lock_state();
+        let shared = &self.0;
+        let mut state = shared.lock_state();
         state.stopped = true;
-        if state.writer_waiting {
-            self.0.work.notify_one();
+        match &shared.sink {
+            #[cfg(any(target_os = "linux", target_os = "macos"))]
+            Sink::Fd { unblock, .. } => {
+                unblock.notify_one();
+                shared.flush(state);
+            }
+            Sink::Thread { work, .. } => {
+                state.kicked |= !state.queue.is_empty();
+                if state.writer_waiting {
+                    work.notify_one();
+                }
+            }
         }
     }
 }
 
 impl Shared {
+    fn new(sink: Sink) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            unwritten: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            closed_tx: watch::Sender::new(false),
+            progress: Notify::new(),
+            progress_waiters: AtomicUsize::new(0),
+            sink,
+        })
+    }
+
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -257,8 +285,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_sink(&self) -> MutexGuard<'_, Sink> {
-        self.sink.lock().unwrap_or_else(|p| p.into_inner())
+    fn count(&self, state: &State) {
+        let unwritten = state.queue.len() - state.head + state.writing;
+        self.unwritten.store(unwritten, Ordering::SeqCst);
     }
 
     /// Appends a line to the queue; false if the output is closed (the line is dropped).
@@ -269,51 +298,217 @@ impl Shared {
         state.queue.reserve(line.len() + 1);
         state.queue.extend_from_slice(line);
         state.queue.push(b'\n');
-        self.queued.store(state.queue.len(), Ordering::Relaxed);
+        self.count(state);
         true
     }
 
-    /// Asks the writer thread to write the queue out (or writes it here if there is none).
-    fn kick<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        if state.no_writer {
-            drop(state);
-            self.write_out(&mut self.lock_sink());
-            return self.lock_state();
+    /// See [`Outbox::flush`].
+    fn flush(&self, mut state: MutexGuard<'_, State>) {
+        if state.queue.len() == state.head {
+            return;
         }
-        state.kicked = true;
-        if state.writer_waiting {
-            self.work.notify_one();
+        match &self.sink {
+            #[cfg(any(target_os = "linux", target_os = "macos"))]
+            Sink::Fd { fd, unblock } => {
+                if state.blocked {
+                    // The unblock task writes it once the output takes more.
+                    return;
+                }
+                match self.write_nonblocking(fd.get_ref(), &mut state) {
+                    Ok(Wrote::All) => {
+                        drop(state);
+                        self.progressed();
+                    }
+                    Ok(Wrote::WouldBlock) => {
+                        state.blocked = true;
+                        drop(state);
+                        unblock.notify_one();
+                    }
+                    Err(e) => {
+                        drop(state);
+                        self.close(Some(e));
+                    }
+                }
+            }
+            Sink::Thread { work, out } => {
+                if state.no_writer {
+                    drop(state);
+                    self.write_inline(out);
+                    return;
+                }
+                state.kicked = true;
+                if state.writer_waiting {
+                    work.notify_one();
+                }
+            }
         }
-        state
     }
 
-    /// Writes the queue until it is empty. The caller holds the sink.
-    fn write_out(&self, sink: &mut Sink) {
-        let Sink { out, spare } = sink;
+    /// Writes the queue to a non-blocking descriptor until it is empty or would block.
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    fn write_nonblocking(&self, mut file: &std::fs::File, state: &mut State) -> io::Result<Wrote> {
+        while state.head < state.queue.len() {
+            match file.write(&state.queue[state.head..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => state.head += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    state.queue.drain(..state.head);
+                    state.head = 0;
+                    self.count(state);
+                    return Ok(Wrote::WouldBlock);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        state.queue.clear();
+        state.head = 0;
+        if state.queue.capacity() > KEEP_BUFFER_BYTES {
+            state.queue = Vec::new();
+        }
+        self.count(state);
+        Ok(Wrote::All)
+    }
+
+    /// The task that takes over a non-blocking descriptor's writes once one would block: waits
+    /// for the descriptor to be writable, writes, until the queue is empty.
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    async fn unblock_task(self: Arc<Self>) {
+        let Sink::Fd { fd, unblock } = &self.sink else {
+            return;
+        };
+        let mut closed = self.closed_tx.subscribe();
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed.wait_for(|closed| *closed) => return,
+                () = unblock.notified() => {}
+            }
+            loop {
+                {
+                    let state = self.lock_state();
+                    if !state.blocked {
+                        if state.stopped {
+                            return;
+                        }
+                        break;
+                    }
+                }
+                let ready = tokio::select! {
+                    biased;
+                    _ = closed.wait_for(|closed| *closed) => return,
+                    ready = fd.writable() => ready,
+                };
+                let mut ready = match ready {
+                    Ok(ready) => ready,
+                    Err(e) => return self.close(Some(e)),
+                };
+                let mut state = self.lock_state();
+                match self.write_nonblocking(fd.get_ref(), &mut state) {
+                    Ok(Wrote::All) => {
+                        state.blocked = false;
+                        drop(state);
+                        self.progressed();
+                    }
+                    Ok(Wrote::WouldBlock) => {
+                        drop(state);
+                        self.progressed();
+                        ready.clear_ready();
+                    }
+                    Err(e) => {
+                        drop(state);
+                        return self.close(Some(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the queue on this thread, blocking (only when no writer thread could start).
+    fn write_inline(&self, out: &Mutex<Box<dyn Write + Send>>) {
+        let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = {
+            let mut state = self.lock_state();
+            let pending = std::mem::take(&mut state.queue);
+            state.writing = pending.len();
+            pending
+        };
+        let written = out.write_all(&pending).and_then(|()| out.flush());
+        self.lock_state().writing = 0;
+        self.unwritten.store(0, Ordering::SeqCst);
+        self.progressed();
+        if let Err(e) = written {
+            self.close(Some(e));
+        }
+    }
+
+    fn writer_thread(self: Arc<Self>) {
+        let Sink::Thread { work, out } = &self.sink else {
+            return;
+        };
+        let mut spare = Vec::new();
         loop {
             {
                 let mut state = self.lock_state();
-                if state.queue.is_empty() || self.is_closed() {
-                    state.writing = false;
-                    if state.idle_waiters > 0 {
-                        self.idle.notify_all();
-                    }
+                while !state.kicked && !state.stopped && !self.is_closed() {
+                    state.writer_waiting = true;
+                    state = work.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state.writer_waiting = false;
+                }
+                if self.is_closed() || (state.stopped && state.queue.is_empty()) {
                     return;
                 }
+                state.kicked = false;
+                if state.queue.is_empty() {
+                    continue;
+                }
                 spare.clear();
-                std::mem::swap(&mut state.queue, spare);
-                self.queued.store(0, Ordering::Relaxed);
-                state.writing = true;
+                std::mem::swap(&mut state.queue, &mut spare);
+                state.writing = spare.len();
             }
-            let written = out.write_all(spare).and_then(|()| out.flush());
+            let written = {
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                out.write_all(&spare).and_then(|()| out.flush())
+            };
             spare.clear();
             if spare.capacity() > KEEP_BUFFER_BYTES {
-                spare.shrink_to(KEEP_BUFFER_BYTES);
+                spare = Vec::new();
             }
+            {
+                let mut state = self.lock_state();
+                state.writing = 0;
+                self.count(&state);
+            }
+            self.progressed();
             if let Err(e) = written {
                 self.close(Some(e));
+            }
+        }
+    }
+
+    /// Wakes [`Shared::wait_until_written`] callers, if any.
+    fn progressed(&self) {
+        if self.progress_waiters.load(Ordering::SeqCst) > 0 {
+            self.progress.notify_waiters();
+        }
+    }
+
+    async fn wait_until_written(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.progress_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.progress_waiters);
+        loop {
+            let mut notified = pin!(self.progress.notified());
+            notified.as_mut().enable();
+            if self.is_closed() || self.unwritten.load(Ordering::SeqCst) == 0 {
                 return;
             }
+            notified.await;
         }
     }
 
@@ -321,12 +516,16 @@ impl Shared {
         let mut state = self.lock_state();
         let first = !self.closed.swap(true, Ordering::AcqRel);
         state.queue = Vec::new();
-        self.queued.store(0, Ordering::Relaxed);
-        state.writing = false;
-        if state.idle_waiters > 0 {
-            self.idle.notify_all();
+        state.head = 0;
+        state.writing = 0;
+        self.unwritten.store(0, Ordering::SeqCst);
+        if let Sink::Thread { work, .. } = &self.sink
+            && state.writer_waiting
+        {
+            work.notify_one();
         }
         drop(state);
+        self.progress.notify_waiters();
         if first {
             self.closed_tx.send_replace(true);
             match error {
@@ -335,33 +534,33 @@ impl Shared {
             }
         }
     }
-
-    fn writer_thread(self: Arc<Self>) {
-        loop {
-            {
-                let mut state = self.lock_state();
-                while !state.kicked && !state.stopped {
-                    state.writer_waiting = true;
-                    state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
-                    state.writer_waiting = false;
-                }
-                if !state.kicked && state.queue.is_empty() {
-                    // Stopped, and nothing left to write.
-                    return;
-                }
-                state.kicked = false;
-            }
-            self.write_out(&mut self.lock_sink());
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
+    use std::time::Duration;
 
     use super::*;
     use crate::rpc::tests::{Captured, Closed};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Runs `future` on `runtime` for at most `limit`; `None` if it did not finish.
+    fn within<T>(
+        runtime: &tokio::runtime::Runtime,
+        limit: Duration,
+        future: impl Future<Output = T>,
+    ) -> Option<T> {
+        runtime.block_on(async { tokio::time::timeout(limit, future).await.ok() })
+    }
 
     /// A writer whose writes wait until the test lets them through (a full pipe), telling
     /// the test when one has started.
@@ -386,10 +585,10 @@ mod tests {
     fn lines_from_every_thread_come_out_whole_and_in_queue_order() {
         let out = Captured::default();
         let outbox = Outbox::new(out.clone());
-        outbox.write_line_buffered(b"1");
+        outbox.queue_line(b"1");
         outbox.write_line(b"2");
-        outbox.write_line_buffered(b"3");
-        outbox.try_flush();
+        outbox.queue_line(b"3");
+        outbox.flush();
         std::thread::scope(|s| {
             for t in 0..4 {
                 let outbox = outbox.clone();
@@ -400,7 +599,7 @@ mod tests {
                 });
             }
         });
-        assert!(outbox.flush_within(Duration::from_secs(10)));
+        within(&runtime(), TIMEOUT, outbox.drained()).expect("written");
         let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(&lines[..3], ["1", "2", "3"]);
@@ -417,7 +616,7 @@ mod tests {
     }
 
     /// The shell stopped reading: the writer thread is stuck in a write. Queuing from any
-    /// thread still returns at once, and the shutdown's flush gives up at its deadline.
+    /// thread still returns at once, and waiting for the output is bounded by its deadline.
     #[test]
     fn a_blocked_output_holds_neither_writers_nor_the_shutdown() {
         let (open, gate) = mpsc::channel();
@@ -430,7 +629,7 @@ mod tests {
         });
         outbox.write_line(b"stuck");
         entered
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(TIMEOUT)
             .expect("the writer thread is in its write, and stays there");
         let (done_tx, done) = mpsc::channel();
         {
@@ -440,19 +639,22 @@ mod tests {
                     outbox.write_line(format!("queued-{i}").as_bytes());
                     outbox.notify("event", &i);
                 }
-                outbox.try_flush();
+                outbox.flush();
                 let _ = done_tx.send(());
             });
         }
-        done.recv_timeout(Duration::from_secs(10))
-            .expect("queuing and try_flush never wait for the blocked write");
+        done.recv_timeout(TIMEOUT)
+            .expect("queuing and flushing never wait for the blocked write");
+        let runtime = runtime();
         assert!(
-            !outbox.flush_within(Duration::from_millis(50)),
+            within(&runtime, Duration::from_millis(50), outbox.drained()).is_none(),
             "nothing can be written while the output is blocked"
         );
+        assert!(outbox.backlog() > 0);
         // The shell reads again: everything comes out, in order.
         drop(open);
-        assert!(outbox.flush_within(Duration::from_secs(10)));
+        within(&runtime, TIMEOUT, outbox.drained()).expect("written");
+        assert_eq!(outbox.backlog(), 0);
         let text = out.text();
         assert!(text.starts_with("stuck\nqueued-0\n"), "{}", &text[..40]);
         assert_eq!(text.lines().count(), 2001);
@@ -461,25 +663,92 @@ mod tests {
     #[test]
     fn a_failed_write_closes_the_outbox_and_drops_later_lines() {
         let outbox = Outbox::new(Closed);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        outbox.write_line_buffered(b"lost");
+        let runtime = runtime();
+        outbox.queue_line(b"lost");
         outbox.flush();
+        within(&runtime, TIMEOUT, outbox.closed()).expect("closed by the failed write");
         assert!(outbox.is_closed());
-        runtime.block_on(outbox.closed());
         outbox.write_line(b"dropped");
         assert_eq!(outbox.backlog(), 0);
-        assert!(outbox.flush_within(Duration::from_secs(10)));
+        within(&runtime, TIMEOUT, outbox.drained()).expect("nothing left to write");
     }
 
     #[test]
     fn close_is_seen_without_any_write() {
         let outbox = Outbox::new(Captured::default());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         outbox.close();
+        assert!(outbox.is_closed());
+        runtime().block_on(outbox.closed());
+    }
+
+    /// A non-blocking pipe: lines are written by whoever queues them until the pipe is full;
+    /// then queuing still returns at once, and the task writes the rest as the pipe drains.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_nonblocking_pipe_is_written_by_the_task_once_it_drains() {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, OwnedFd};
+
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let fd = writer.as_raw_fd();
+        // SAFETY: F_GETFL/F_SETFL on a descriptor this test owns; no pointer is passed.
+        unsafe {
+            let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
+            assert_eq!(
+                nix::libc::fcntl(fd, nix::libc::F_SETFL, flags | nix::libc::O_NONBLOCK),
+                0
+            );
+        }
+        let runtime = runtime();
+        let _enter = runtime.enter();
+        let outbox =
+            Outbox::from_nonblocking_fd(std::fs::File::from(OwnedFd::from(writer))).unwrap();
+        assert!(outbox.is_async_fd());
+        let line = vec![b'x'; 1000];
+        for _ in 0..1000 {
+            outbox.write_line(&line);
+        }
+        assert!(outbox.backlog() > 0, "a megabyte does not fit in a pipe");
+        assert!(
+            within(&runtime, Duration::from_millis(50), outbox.drained()).is_none(),
+            "nobody reads yet"
+        );
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        within(&runtime, TIMEOUT, outbox.drained()).expect("written once the pipe drains");
+        drop(outbox);
+        drop(_enter);
+        drop(runtime);
+        let all = drain.join().unwrap();
+        assert_eq!(all.len(), 1000 * 1001);
+        assert!(
+            all.chunks(1001)
+                .all(|l| l[..1000] == line[..] && l[1000] == b'\n')
+        );
+    }
+
+    /// The read end goes: the next write fails and closes the outbox.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_nonblocking_pipe_without_reader_closes_the_outbox() {
+        use std::os::fd::{AsRawFd, OwnedFd};
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        let fd = writer.as_raw_fd();
+        // SAFETY: as above.
+        unsafe {
+            let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
+            nix::libc::fcntl(fd, nix::libc::F_SETFL, flags | nix::libc::O_NONBLOCK);
+        }
+        let runtime = runtime();
+        let _enter = runtime.enter();
+        let outbox =
+            Outbox::from_nonblocking_fd(std::fs::File::from(OwnedFd::from(writer))).unwrap();
+        drop(reader);
+        outbox.write_line(b"nobody reads this");
         assert!(outbox.is_closed());
         runtime.block_on(outbox.closed());
     }

@@ -149,6 +149,58 @@ impl Session {
     pub fn same_lineage(&self, other: &Session) -> bool {
         self.same_access(other) && self.refresh_token == other.refresh_token
     }
+
+    /// A one-way digest of the tokens (SHA-256, first 128 bits, hex): names this session in
+    /// the pending sign-out markers on disk without holding a token. Sessions with the same
+    /// tokens have the same fingerprint, whatever their user object.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        for token in self.secrets_in_order() {
+            let token = token.map_or(&b""[..], |t| t.expose().as_bytes());
+            digest.update((token.len() as u64).to_be_bytes());
+            digest.update(token);
+        }
+        digest.finalize()[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    fn secrets_in_order(&self) -> [Option<&Secret>; 2] {
+        [Some(&self.access_token), self.refresh_token.as_ref()]
+    }
+
+    /// Whether `other` continues this session (a rotation by a refresh) rather than being
+    /// another sign-in: GoTrue's `session_id` claim when both access tokens carry one,
+    /// else the same known user.
+    pub fn same_sign_in(&self, other: &Session) -> bool {
+        match (
+            jwt_claim(self.access_token.expose(), "session_id"),
+            jwt_claim(other.access_token.expose(), "session_id"),
+        ) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self.user_id().is_some() && self.user_id() == other.user_id(),
+        }
+    }
+
+    /// The change from `self` to `other`, as the event a shell would have seen had it
+    /// happened here: `None` when they are the same.
+    pub fn change_to(&self, other: &Session) -> Option<AuthEvent> {
+        if self == other {
+            None
+        } else if self.same_lineage(other) {
+            Some(if self.user != other.user {
+                AuthEvent::UserUpdated
+            } else {
+                AuthEvent::TokenRefreshed
+            })
+        } else if self.same_sign_in(other) {
+            Some(AuthEvent::TokenRefreshed)
+        } else {
+            Some(AuthEvent::SignedIn)
+        }
+    }
 }
 
 /// `auth_get_state`'s result: what the shell may know about the session. No token.
@@ -170,9 +222,16 @@ pub struct AuthState {
     pub user: Option<Value>,
     /// When the access token expires, in unix seconds; null when signed out or unknown.
     pub expires_at: Option<i64>,
-    /// False when the session lives only in memory because no OS keyring works (or
-    /// `CORE_SIDECAR_KEYRING=memory`).
+    /// False when the session is not in an OS keyring: it lives only in memory because no
+    /// OS keyring works (or `CORE_SIDECAR_KEYRING=memory`), or the named keyring is
+    /// unavailable (locked, not running) and is being retried.
     pub persistent: bool,
+    /// Present, and true, only while a sign-out has not reached the keyring yet (it was
+    /// locked, frozen or busy): the session is gone here, its removal from the keyring is
+    /// retried until it lands, and completed at the next start if need be.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("const" = true))]
+    pub pending_sign_out: bool,
 }
 
 impl AuthState {
@@ -183,7 +242,14 @@ impl AuthState {
             user: session.and_then(|s| s.user.clone()),
             expires_at: session.and_then(|s| s.expires_at),
             persistent,
+            pending_sign_out: false,
         }
+    }
+
+    /// This state, saying whether a sign-out waits for the keyring.
+    pub fn with_pending_sign_out(mut self, pending: bool) -> Self {
+        self.pending_sign_out = pending;
+        self
     }
 }
 
@@ -191,36 +257,50 @@ impl AuthState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[schemars(
-    description = "`signed_out` (the shell asked), `expired` (the backend or auth server no longer accepts the session), `refresh_failed` (the refresh token was rejected)."
+    description = "`signed_out` (the shell asked), `expired` (the backend or auth server no longer accepts the session), `refresh_failed` (the refresh token was rejected), `external` (another process on the same keyring entry signed out, or the entry was removed)."
 )]
 pub enum SignOutReason {
     SignedOut,
     Expired,
     RefreshFailed,
+    External,
 }
 
 /// The change carried by an `auth_state_changed` notification. A sign-out always has its
 /// reason, and nothing else has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthEvent {
+    /// The stored session was loaded at start (or found absent): once, first.
+    InitialSession,
     SignedIn,
     TokenRefreshed,
+    /// Same tokens, another user object.
+    UserUpdated,
     SignedOut(SignOutReason),
+    /// The keyring, unusable at start, answered: the session is in it now.
+    KeyringAvailable,
 }
 
 impl AuthEvent {
     pub fn name(self) -> EventName {
         match self {
+            Self::InitialSession => EventName::InitialSession,
             Self::SignedIn => EventName::SignedIn,
             Self::TokenRefreshed => EventName::TokenRefreshed,
+            Self::UserUpdated => EventName::UserUpdated,
             Self::SignedOut(_) => EventName::SignedOut,
+            Self::KeyringAvailable => EventName::KeyringAvailable,
         }
     }
 
     pub fn reason(self) -> Option<SignOutReason> {
         match self {
             Self::SignedOut(reason) => Some(reason),
-            Self::SignedIn | Self::TokenRefreshed => None,
+            Self::InitialSession
+            | Self::SignedIn
+            | Self::TokenRefreshed
+            | Self::UserUpdated
+            | Self::KeyringAvailable => None,
         }
     }
 }
@@ -229,12 +309,21 @@ impl AuthEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventName {
-    /// A session was stored (`auth_store_session`).
+    /// The stored session was loaded at start, or found absent (then `state` is signed
+    /// out): sent once, before any other event.
+    InitialSession,
+    /// A session was stored (`auth_store_session`), or another process stored a session of
+    /// another sign-in in the same keyring entry.
     SignedIn,
-    /// The session was refreshed.
+    /// The session was refreshed, here or by another process on the same entry.
     TokenRefreshed,
+    /// The stored user object changed (`auth_get_user`, or another process), same tokens.
+    UserUpdated,
     /// The session was removed; `reason` says why.
     SignedOut,
+    /// The keyring, locked or absent at start, works now: `state` is the session it holds
+    /// (or the one kept in memory meanwhile, now stored in it) and `persistent` is true.
+    KeyringAvailable,
 }
 
 /// `auth_state_changed` params.
@@ -250,13 +339,18 @@ pub enum EventName {
         },
         "else" = {
             "not": {"required": ["reason"]},
-            "properties": {"state": {"properties": {"isAuthenticated": {"const": true}}}}
+            "if": {"properties": {"event": {"enum": ["INITIAL_SESSION", "KEYRING_AVAILABLE"]}}},
+            "then": true,
+            "else": {"properties": {"state": {"properties": {"isAuthenticated": {"const": true}}}}}
         }
     )
 )]
 pub struct AuthStateChanged {
-    /// `SIGNED_IN` after `auth_store_session`; `TOKEN_REFRESHED` after a refresh;
-    /// `SIGNED_OUT` when the session is removed.
+    /// `INITIAL_SESSION` once at start; `SIGNED_IN` after `auth_store_session`;
+    /// `TOKEN_REFRESHED` after a refresh; `USER_UPDATED` when the user object changed;
+    /// `SIGNED_OUT` when the session is removed; `KEYRING_AVAILABLE` when a keyring unusable
+    /// at start starts working. A change made by another process on the same keyring entry
+    /// is announced with the event it means.
     pub event: EventName,
     /// `SIGNED_OUT` only: why the session ended.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,12 +386,23 @@ pub fn derive_expiry(
 /// The `exp` claim of a JWT, read without verifying the signature: it only decides when to
 /// refresh, and the server verifies the token anyway.
 pub fn jwt_expiry(token: &str) -> Option<i64> {
+    jwt_claims(token)?
+        .get("exp")?
+        .as_f64()
+        .map(|exp| exp as i64)
+}
+
+/// A string claim of a JWT, unverified (see [`jwt_expiry`]).
+fn jwt_claim(token: &str, name: &str) -> Option<String> {
+    jwt_claims(token)?.get(name)?.as_str().map(str::to_owned)
+}
+
+fn jwt_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_f64().map(|exp| exp as i64)
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Wall-clock unix seconds: expiries are wall-clock times set by the auth server.
@@ -369,6 +474,75 @@ mod tests {
         let state = serde_json::to_string(&AuthState::of(Some(&session), true)).unwrap();
         assert!(!state.contains("tok-123") && !state.contains("ref-456"));
         assert!(state.contains(r#""userId":"u1""#));
+    }
+
+    fn session(access: &str, refresh: &str, user: Value) -> Session {
+        Session {
+            access_token: Secret::new(access).unwrap(),
+            refresh_token: Secret::new(refresh),
+            expires_at: Some(100),
+            token_type: None,
+            user: Some(user),
+        }
+    }
+
+    #[test]
+    fn fingerprints_name_the_tokens_without_holding_them() {
+        let one = session("tok-a", "ref-a", serde_json::json!({"id": "u"}));
+        let print = one.fingerprint();
+        assert_eq!(print.len(), 32);
+        assert!(print.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(!print.contains("tok") && !print.contains("ref"));
+        // The user object is not part of it; each token is.
+        let renamed = session("tok-a", "ref-a", serde_json::json!({"id": "u", "n": 1}));
+        assert_eq!(renamed.fingerprint(), print);
+        assert_ne!(session("tok-a", "ref-b", Value::Null).fingerprint(), print);
+        assert_ne!(session("tok-b", "ref-a", Value::Null).fingerprint(), print);
+        // Lengths are part of it: the boundary between the tokens cannot move.
+        assert_ne!(
+            session("tok-ar", "ef-a", Value::Null).fingerprint(),
+            session("tok-a", "ref-a", Value::Null).fingerprint()
+        );
+    }
+
+    #[test]
+    fn a_change_is_named_by_what_changed() {
+        let user = serde_json::json!({"id": "u1"});
+        let base = session("tok-a", "ref-a", user.clone());
+        assert_eq!(base.change_to(&base.clone()), None);
+        let renamed = session("tok-a", "ref-a", serde_json::json!({"id": "u1", "n": 1}));
+        assert_eq!(base.change_to(&renamed), Some(AuthEvent::UserUpdated));
+        let rotated = session("tok-b", "ref-b", user);
+        assert_eq!(base.change_to(&rotated), Some(AuthEvent::TokenRefreshed));
+        let other = session("tok-c", "ref-c", serde_json::json!({"id": "u2"}));
+        assert_eq!(base.change_to(&other), Some(AuthEvent::SignedIn));
+        // GoTrue's session_id claim decides when both tokens carry one:
+        // {"session_id":"s1"} and {"session_id":"s2"}, same user.
+        let jwt = |claims: &str| {
+            let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+            format!("eyJhbGciOiJub25lIn0.{claims}.c2ln")
+        };
+        let s1 = session(
+            &jwt(r#"{"session_id":"s1"}"#),
+            "r1",
+            serde_json::json!({"id": "u"}),
+        );
+        let s1b = session(
+            &jwt(r#"{"session_id":"s1","n":2}"#),
+            "r2",
+            serde_json::json!({"id": "u"}),
+        );
+        let s2 = session(
+            &jwt(r#"{"session_id":"s2"}"#),
+            "r3",
+            serde_json::json!({"id": "u"}),
+        );
+        assert_eq!(s1.change_to(&s1b), Some(AuthEvent::TokenRefreshed));
+        assert_eq!(
+            s1.change_to(&s2),
+            Some(AuthEvent::SignedIn),
+            "a new sign-in"
+        );
     }
 
     #[test]

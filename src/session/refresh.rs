@@ -5,13 +5,17 @@
 //!   the one refresh in flight. It runs in a spawned task, so a caller that gives up does
 //!   not cancel it, and its result is still saved.
 //! - **commit guard**: the result is written only if the stored session is still the one the
-//!   refresh started from ([`Sessions::replace_if_current`]); after a sign-out or a newer
+//!   refresh started from ([`Sessions::replace_owned`]); after a sign-out or a newer
 //!   sign-in it is discarded.
+//! - **one owner across processes**: a refresh holds the keyring entry's cross-process
+//!   lock from the re-read of the keyring before it to its commit, so two sidecars on one
+//!   entry never spend the same refresh token; a session another process stored meanwhile
+//!   is adopted instead.
 //! - **retries**: transient failures (no answer, 5xx, 429) retry with backoff
 //!   200 ms * 2^n inside a 30 s budget; a fatal rejection clears the session once (unless a
 //!   newer one was stored meanwhile) and that refresh token is never tried again.
 //! - **auto-refresh**: a ticker every 30 s, first tick at start, refreshes when 90 s or less
-//!   remain.
+//!   remain; each tick also re-reads the keyring ([`Sessions::maintain`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::backend::auth_server::{IssuedSession, TokenEndpoint};
 use crate::error::{AuthExpiredReason, Error, Result};
 use crate::session::model::{derive_expiry, unix_now};
-use crate::session::{AuthEvent, Secret, Session, Sessions, SignOutReason};
+use crate::session::{AuthEvent, OWNER_WAIT, Secret, Session, Sessions, SignOutReason};
 use crate::telemetry::Telemetry;
 
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -123,19 +127,47 @@ impl Refresher {
     }
 
     /// `session`, refreshed first (single-flight) when its access token expires within
-    /// [`GATE_THRESHOLD_S`] and it can be refreshed. A refresh that fails for a passing
-    /// reason leaves `session` in use: its token is still valid for a while, or the server
-    /// will say it is not. A rejected refresh token (or a sign-out meanwhile) is an error.
+    /// [`GATE_THRESHOLD_S`]: see [`Refresher::prepare`]. Only the session; the gate also wants
+    /// to know whether this took the call's one refresh cycle.
     pub async fn fresh(self: &Arc<Self>, session: Arc<Session>) -> Result<Arc<Session>> {
-        if !session.expires_within(GATE_THRESHOLD_S, unix_now()) || !self.can_refresh(&session) {
-            return Ok(session);
+        self.prepare(session).await.map(|prepared| prepared.session)
+    }
+
+    /// The session a call is to use, and what getting it did (docs/protocol.md, "The session
+    /// gate", step 3). When the access token expires within [`GATE_THRESHOLD_S`]:
+    /// - it can be refreshed: refresh (single-flight). A rejected refresh token (or a
+    ///   sign-out meanwhile) is an error. Any other failure is an error if the access token
+    ///   has expired by then: a token known to be expired is never sent. If it is still
+    ///   valid it is used as is, as auth-js does, and the failure is kept
+    ///   ([`Cycle::Failed`]) so that the call makes no second refresh.
+    /// - it has expired and cannot be refreshed (no refresh token, or one the auth server
+    ///   already rejected) while an auth server is configured: the refresh's own answer, an
+    ///   error without any request (`refresh_rejected`; a rejected token also ends the
+    ///   session).
+    /// - otherwise (still valid, or no auth server to ask): as is; without an auth server the
+    ///   backend judges the token.
+    pub async fn prepare(self: &Arc<Self>, session: Arc<Session>) -> Result<Prepared> {
+        let now = unix_now();
+        if !session.expires_within(GATE_THRESHOLD_S, now) {
+            return Ok(Prepared::as_is(session));
+        }
+        let expired = is_expired(&session, now);
+        if self.endpoint.is_none() || !(expired || self.can_refresh(&session)) {
+            return Ok(Prepared::as_is(session));
         }
         match self.refresh(session.clone()).await {
-            Ok(fresh) => Ok(fresh),
+            Ok(fresh) => Ok(Prepared {
+                session: fresh,
+                cycle: Cycle::Refreshed,
+            }),
             Err(error @ Error::AuthExpired { .. }) => Err(error),
+            Err(error) if is_expired(&session, unix_now()) => Err(error),
             Err(error) => {
-                tracing::warn!(error = %error, "refresh before the call failed; using the current token");
-                Ok(session)
+                tracing::warn!(error = %error, "refresh before the call failed; the access token is still valid, using it");
+                Ok(Prepared {
+                    session,
+                    cycle: Cycle::Failed(error),
+                })
             }
         }
     }
@@ -167,6 +199,12 @@ impl Refresher {
         Flight { tag, used, result }
     }
 
+    /// One refresh, under the keyring entry's cross-process lock: no other process refreshes
+    /// (or writes the entry) meanwhile. The keyring is re-read first, and a session another
+    /// process stored (a rotation, another sign-in, a sign-out) is adopted instead of
+    /// spending `used`'s refresh token, which may be spent already. A rejected token is
+    /// checked against the keyring again before the session is cleared. The commit skips a
+    /// session signed out meanwhile, by any process.
     async fn run(&self, used: &Arc<Session>) -> Result<Arc<Session>> {
         let Some(endpoint) = &self.endpoint else {
             return Err(Error::Unavailable(NO_AUTH_SERVER.into()));
@@ -177,6 +215,15 @@ impl Refresher {
                 "the session has no refresh token",
             ));
         };
+        let owned = self.sessions.own(OWNER_WAIT).await?;
+        // A keyring that cannot be read now could not take the new tokens either: the old
+        // refresh token is not spent for nothing.
+        self.sessions.sync(&owned).await?;
+        match self.sessions.cached() {
+            None => return Err(Error::no_session()),
+            Some(current) if !current.same_lineage(used) => return Ok(current),
+            Some(_) => {}
+        }
         let exchanged = if self.was_rejected(&refresh_token) {
             Err(rejected_before())
         } else {
@@ -188,13 +235,14 @@ impl Refresher {
                 self.remember_rejected(refresh_token);
                 if self
                     .sessions
-                    .end_if_current(used, SignOutReason::RefreshFailed)
+                    .end_owned(&owned, used, SignOutReason::RefreshFailed)
                     .await
                 {
                     tracing::info!("the auth server rejected the refresh token; signed out");
                     return Err(error);
                 }
-                // A session stored since the refresh began is adopted, not cleared.
+                // A session stored since the refresh began (here, or by another process, as
+                // the re-read in `end_owned` shows) is adopted, not cleared.
                 return match self.sessions.cached() {
                     Some(current) if !current.same_lineage(used) => Ok(current),
                     _ => Err(error),
@@ -205,11 +253,12 @@ impl Refresher {
         let next = refreshed_session(issued, used)?;
         let committed = self
             .sessions
-            .replace_if_current(used, next, Some(AuthEvent::TokenRefreshed))
+            .replace_owned(&owned, used, next, Some(AuthEvent::TokenRefreshed))
             .await?;
         if !committed {
             tracing::info!("refresh finished after a sign-out or a newer sign-in; discarded");
         }
+        drop(owned);
         self.sessions.current().await.ok_or_else(Error::no_session)
     }
 
@@ -244,12 +293,20 @@ impl Refresher {
         }
     }
 
-    /// Starts the auto-refresh ticker. Without an auth server there is nothing to do.
+    /// Starts the ticker, every [`TICK_PERIOD`].
     pub fn spawn_ticker(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        self.endpoint.as_ref()?;
+        self.spawn_ticker_every(TICK_PERIOD)
+    }
+
+    /// Starts the ticker: a first tick at start, then one every `period`. It runs also
+    /// without an auth server: the keyring upkeep ([`Sessions::maintain`]) needs it.
+    pub fn spawn_ticker_every(
+        self: &Arc<Self>,
+        period: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let this = self.clone();
         Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(TICK_PERIOD);
+            let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
@@ -258,8 +315,14 @@ impl Refresher {
         }))
     }
 
-    /// One tick: refresh if the session is about to expire.
+    /// One tick: the keyring upkeep (retry a keyring that did not work, re-read the entry
+    /// and adopt what another process changed, complete pending sign-outs and writes that
+    /// timed out), then a refresh if the session is about to expire.
     pub async fn tick(self: &Arc<Self>) {
+        self.sessions.maintain().await;
+        if self.endpoint.is_none() {
+            return;
+        }
         let Some(session) = self.sessions.current().await else {
             return;
         };
@@ -285,6 +348,39 @@ impl Refresher {
         }
         rejected.push(token);
     }
+}
+
+/// What [`Refresher::prepare`] did for a call: the session to use and its refresh cycle.
+#[derive(Debug)]
+pub struct Prepared {
+    pub session: Arc<Session>,
+    pub cycle: Cycle,
+}
+
+impl Prepared {
+    fn as_is(session: Arc<Session>) -> Self {
+        Self {
+            session,
+            cycle: Cycle::Unused,
+        }
+    }
+}
+
+/// A call's one refresh cycle (docs/protocol.md, "The session gate").
+#[derive(Debug)]
+pub enum Cycle {
+    /// No refresh yet: a backend 401 may still get one refresh and one retry.
+    Unused,
+    /// Refreshed before the call: a backend 401 for that token is final.
+    Refreshed,
+    /// The refresh before the call failed for a passing reason and the still-valid token
+    /// went out: a backend 401 answers this error, and nothing is refreshed again.
+    Failed(Error),
+}
+
+/// Whether the access token has expired at `now` (unix seconds); unknown expiry is never.
+fn is_expired(session: &Session, now: i64) -> bool {
+    session.expires_within(0, now)
 }
 
 /// The error for a refresh token the auth server already rejected: not sent again.
@@ -433,9 +529,11 @@ mod tests {
         }
 
         /// The events' names as the shell reads them.
+        /// (INITIAL_SESSION, always first, left out.)
         fn events(&self) -> Vec<String> {
             lock(&self.events)
                 .iter()
+                .filter(|e| e.event != crate::session::model::EventName::InitialSession)
                 .map(|e| serde_json::to_value(e.event).expect("a name").to_string())
                 .map(|name| name.trim_matches('"').to_string())
                 .collect()
@@ -523,7 +621,7 @@ mod tests {
         assert!(f.sessions.current().await.is_none());
         assert_eq!(f.events(), ["SIGNED_IN", "SIGNED_OUT"]);
         assert_eq!(
-            lock(&f.events)[1].reason,
+            lock(&f.events).last().unwrap().reason,
             Some(SignOutReason::RefreshFailed)
         );
         assert_eq!(f.calls().len(), 1, "the ticker does not loop");

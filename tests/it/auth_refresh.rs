@@ -6,6 +6,8 @@
 //! ticker's first tick at start). Tests wait on events (responses, notifications, the fake's
 //! held request), never on sleeps.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::gotrue::{FakeGoTrue, unix_now};
@@ -56,12 +58,14 @@ async fn settle(sidecar: &mut Sidecar) {
     assert_eq!(pong["result"]["pong"], true, "{pong}");
 }
 
-/// `(event, reason)` of every `auth_state_changed` seen so far.
+/// `(event, reason)` of every `auth_state_changed` seen so far, but the `INITIAL_SESSION`
+/// sent once at start (these tests are about what changes the session after it).
 fn events(sidecar: &Sidecar) -> Vec<(String, Value)> {
     sidecar
         .notifications()
         .iter()
         .filter(|n| n["method"] == "auth_state_changed")
+        .filter(|n| n["params"]["event"] != "INITIAL_SESSION")
         .map(|n| {
             (
                 n["params"]["event"]
@@ -479,6 +483,17 @@ async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
     assert_eq!(failed["error"]["code"], -32003, "{failed}");
     assert_eq!(is_authenticated(&mut sidecar).await, true);
 
+    // 401 (issue 12, item 2): the token is unusable, the session is not known gone. A
+    // non-auth-expired error, the session stays, no notification.
+    fake.set_user_response(
+        401,
+        json!({"code": 401, "error_code": "no_authorization", "msg": "This endpoint requires a valid Bearer token"}),
+    );
+    let unusable = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(unusable["error"]["code"], -32003, "{unusable}");
+    assert_eq!(unusable["error"]["data"]["status"], 401, "{unusable}");
+    assert_eq!(is_authenticated(&mut sidecar).await, true);
+
     // 403 session_not_found: auth-expired, signed out once.
     fake.set_user_response(
         403,
@@ -486,12 +501,12 @@ async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
                "msg": "Session from session_id claim in JWT does not exist"}),
     );
     let gone = sidecar.request("auth_get_user", Value::Null).await;
-    assert_eq!(gone["error"]["code"], -32001, "{gone}");
+    assert_auth_expired(&gone, "session_not_found");
     assert_eq!(is_authenticated(&mut sidecar).await, false);
     settle(&mut sidecar).await;
     assert_eq!(signed_out_reasons(&sidecar), [json!("expired")]);
 
-    // 401: the same.
+    // 403 user_not_found: the same.
     let (access, refresh) = fake.seed_session_for("u-get-2", true);
     sidecar.secret(&access).secret(&refresh);
     store(
@@ -503,11 +518,11 @@ async fn auth_get_user_updates_the_user_or_signs_out_or_keeps_the_session() {
     )
     .await;
     fake.set_user_response(
-        401,
-        json!({"code": 401, "error_code": "no_authorization", "msg": "This endpoint requires a valid Bearer token"}),
+        403,
+        json!({"code": 403, "error_code": "user_not_found", "msg": "User from sub claim in JWT does not exist"}),
     );
     let gone = sidecar.request("auth_get_user", Value::Null).await;
-    assert_eq!(gone["error"]["code"], -32001, "{gone}");
+    assert_auth_expired(&gone, "session_not_found");
     assert_eq!(is_authenticated(&mut sidecar).await, false);
     settle(&mut sidecar).await;
     assert_eq!(
@@ -636,13 +651,439 @@ async fn sign_out_scopes_call_logout_and_clear_or_keep() {
     stop(sidecar, &fake).await;
 }
 
+// 11. Issue 12, items 1-5: never a wrong sign-out, never an expired token sent, one refresh
+// cycle per call, sign-out revokes with a fresh token and a failed revoke is not silent.
+
+/// Long enough for a whole refresh retry schedule (about 25 s) on a loaded machine.
+const RETRY_SCHEDULE_WAIT: Duration = Duration::from_secs(60);
+
+/// What [`send_all`] saw: the responses in the order of the ids, and every
+/// `auth_state_changed` `(event, reason)` meanwhile.
+struct Answers {
+    responses: Vec<Value>,
+    events: Vec<(String, Value)>,
+}
+
+/// Sends each `(method, params)` at once and waits up to [`RETRY_SCHEDULE_WAIT`] for all
+/// the responses (the harness's own wait is shorter than a retry schedule).
+async fn send_all(sidecar: &mut Sidecar, calls: &[(&str, Value)]) -> Answers {
+    let ids: Vec<Value> = (0..calls.len())
+        .map(|n| json!(format!("all-{n}")))
+        .collect();
+    for ((method, params), id) in calls.iter().zip(&ids) {
+        let mut request = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if !params.is_null() {
+            request["params"] = params.clone();
+        }
+        sidecar.send(request).await;
+    }
+    let deadline = tokio::time::Instant::now() + RETRY_SCHEDULE_WAIT;
+    let mut responses: Vec<Option<Value>> = vec![None; calls.len()];
+    let mut events = Vec::new();
+    while responses.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let line = sidecar
+            .recv_line(left)
+            .await
+            .unwrap_or_else(|| panic!("no response; stderr:\n{}", sidecar.stderr()));
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        if value["method"] == "auth_state_changed" {
+            let event = value["params"]["event"].as_str().unwrap_or_default();
+            if event != "INITIAL_SESSION" {
+                events.push((event.to_string(), value["params"]["reason"].clone()));
+            }
+        } else if let Some(pos) = ids.iter().position(|id| value["id"] == *id) {
+            responses[pos] = Some(value);
+        }
+    }
+    Answers {
+        responses: responses.into_iter().map(Option::unwrap).collect(),
+        events,
+    }
+}
+
+/// A sidecar whose auto-refresh ticker's first tick (due at start) is over, so a session
+/// stored now inside the ticker's 90 s is refreshed only by the calls of the test: the
+/// stored session is loaded, then the test hook's timer, due after the tick's, runs out.
+async fn spawn_settled(fake: &FakeGoTrue) -> Sidecar {
+    let mut sidecar = spawn(fake, &[("CORE_SIDECAR_TEST_HOOKS", "1")]);
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    let slept = sidecar.request("core_test_sleep", json!({"ms": 2})).await;
+    assert!(slept.get("result").is_some(), "{slept}");
+    sidecar
+}
+
+/// `/token` answers 503 to the next 100 requests: longer than any retry schedule.
+fn token_outage(fake: &FakeGoTrue) {
+    fake.fail_next_token(100, 503, json!({"message": "upstream unavailable"}));
+}
+
+fn assert_transient(response: &Value, status: u16) {
+    assert_eq!(response["error"]["code"], -32003, "{response}");
+    assert_eq!(response["error"]["data"]["status"], status, "{response}");
+    assert_eq!(response["error"]["data"]["retryable"], true, "{response}");
+}
+
+/// Item 1 (and 3): an expired access token while `/token` answers 503 throughout. The
+/// refresh runs its schedule once (8 attempts, shared by every call), its error is the
+/// answer, and the expired token goes nowhere: no `/user`, no backend call, no sign-out.
+#[tokio::test]
+async fn an_outage_never_sends_an_expired_token_and_signs_nobody_out() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-outage", true);
+    let mut sidecar = spawn_settled(&fake).await;
+    store(&mut sidecar, &access, &refresh, unix_now() - 10, "u-outage").await;
+    token_outage(&fake);
+
+    let answers = send_all(
+        &mut sidecar,
+        &[
+            ("auth_get_user", Value::Null),
+            ("user_get_profile", Value::Null),
+            ("composio_list_toolkits", Value::Null),
+        ],
+    )
+    .await;
+    for response in &answers.responses {
+        assert_transient(response, 503);
+    }
+    assert_eq!(
+        fake.token_calls(),
+        8,
+        "one refresh cycle for the three calls"
+    );
+    assert_eq!(
+        fake.user_calls(),
+        0,
+        "the expired token never went to /user"
+    );
+    assert!(
+        fake.backend_tokens().is_empty(),
+        "nor to the backend: {} calls",
+        fake.backend_tokens().len()
+    );
+    assert!(answers.events.is_empty(), "{:?}", answers.events);
+    assert_eq!(is_authenticated(&mut sidecar).await, true, "kept");
+    stop(sidecar, &fake).await;
+}
+
+/// Item 1, without the wait: a configuration error at `/token` (a gateway's 401, not
+/// retried) with an expired access token is the answer; `/user` is not called.
+#[tokio::test]
+async fn a_failed_refresh_of_an_expired_token_is_the_answer() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-config", true);
+    let mut sidecar = spawn_settled(&fake).await;
+    store(&mut sidecar, &access, &refresh, unix_now() - 10, "u-config").await;
+    fake.fail_next_token(2, 401, json!({"message": "Invalid API key"}));
+
+    let user = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(user["error"]["code"], -32003, "{user}");
+    assert_eq!(user["error"]["data"]["status"], 401, "{user}");
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_eq!(profile["error"]["data"]["status"], 401, "{profile}");
+    assert_eq!(fake.token_calls(), 2, "one refresh per call, not retried");
+    assert_eq!(fake.user_calls(), 0);
+    assert!(fake.backend_tokens().is_empty());
+    assert_eq!(is_authenticated(&mut sidecar).await, true, "kept");
+    settle(&mut sidecar).await;
+    assert!(signed_out_reasons(&sidecar).is_empty());
+    stop(sidecar, &fake).await;
+}
+
+/// Item 2: `/user` 401, 403 `bad_jwt` (canned, and the fake's own answer for a token it
+/// refuses) and a gateway's 401 keep the session and answer a non-auth-expired error; only
+/// `session_not_found` / `user_not_found` end it (test 8).
+#[tokio::test]
+async fn user_401_bad_jwt_and_a_gateway_401_keep_the_session() {
+    let fake = FakeGoTrue::start().await;
+    // A stale access token: the fake's own `/user` answer is 403 `bad_jwt`.
+    let (stale, refresh) = fake.seed_session_for("u-bad-jwt", false);
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &stale,
+        &refresh,
+        unix_now() + 3600,
+        "u-bad-jwt",
+    )
+    .await;
+
+    let bad_jwt = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(bad_jwt["error"]["code"], -32003, "{bad_jwt}");
+    assert_eq!(bad_jwt["error"]["data"]["status"], 403, "{bad_jwt}");
+    assert_eq!(bad_jwt["error"]["data"]["retryable"], false, "{bad_jwt}");
+
+    for (status, headers, body) in [
+        (
+            401,
+            vec![("x-sb-error-code", "no_authorization")],
+            r#"{"code":401,"error_code":"no_authorization","msg":"This endpoint requires a valid Bearer token"}"#,
+        ),
+        (
+            403,
+            vec![
+                ("x-sb-error-code", "bad_jwt"),
+                ("x-supabase-api-version", "2024-01-01"),
+            ],
+            r#"{"code":"bad_jwt","message":"invalid JWT: unable to parse or verify signature"}"#,
+        ),
+        (401, vec![], r#"{"message":"Invalid API key"}"#),
+    ] {
+        fake.set_user_reply(status, &headers, body);
+        let answer = sidecar.request("auth_get_user", Value::Null).await;
+        assert_eq!(answer["error"]["code"], -32003, "{status}: {answer}");
+        assert_eq!(answer["error"]["data"]["status"], status, "{answer}");
+        assert_eq!(is_authenticated(&mut sidecar).await, true, "{status}: kept");
+    }
+    assert_eq!(fake.user_calls(), 4);
+    assert_eq!(
+        fake.token_calls(),
+        0,
+        "/user is not retried after a refresh"
+    );
+    settle(&mut sidecar).await;
+    assert!(events(&sidecar).iter().all(|(e, _)| e == "SIGNED_IN"));
+    stop(sidecar, &fake).await;
+}
+
+/// Item 3: the refresh before the call failed (50 s left, `/token` down), the still-valid
+/// token went out and the backend answered 401. The refresh's error is the answer, with no
+/// second refresh: 8 `/token` requests, not 16, and the session is kept.
+#[tokio::test]
+async fn a_backend_401_after_a_failed_refresh_makes_no_second_refresh() {
+    let fake = FakeGoTrue::start().await;
+    let (stale, refresh) = fake.seed_session_for("u-one-cycle", false);
+    let mut sidecar = spawn_settled(&fake).await;
+    store(
+        &mut sidecar,
+        &stale,
+        &refresh,
+        unix_now() + 50,
+        "u-one-cycle",
+    )
+    .await;
+    token_outage(&fake);
+
+    let answers = send_all(&mut sidecar, &[("user_get_profile", Value::Null)]).await;
+    assert_transient(&answers.responses[0], 503);
+    assert_eq!(fake.token_calls(), 8, "one refresh cycle");
+    assert_eq!(fake.backend_tokens(), [stale], "sent once, not retried");
+    assert!(answers.events.is_empty(), "{:?}", answers.events);
+    assert_eq!(is_authenticated(&mut sidecar).await, true, "kept");
+    stop(sidecar, &fake).await;
+}
+
+/// Item 3: a token refreshed for this call and refused by the backend is that call's one
+/// cycle: no second refresh, no retry; the session is ended.
+#[tokio::test]
+async fn a_401_for_a_token_refreshed_for_the_call_is_final() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-refused", true);
+    let mut sidecar = spawn_settled(&fake).await;
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() - 10,
+        "u-refused",
+    )
+    .await;
+    fake.set_backend_refuses(true);
+
+    let profile = sidecar.request("user_get_profile", Value::Null).await;
+    assert_auth_expired(&profile, "unauthorized");
+    assert_eq!(fake.token_calls(), 1, "one refresh");
+    let seen = fake.backend_tokens();
+    assert_eq!(seen.len(), 1, "one call with the refreshed token, no retry");
+    assert_ne!(seen[0], access, "never the expired token");
+    settle(&mut sidecar).await;
+    assert_eq!(signed_out_reasons(&sidecar), [json!("expired")]);
+    stop(sidecar, &fake).await;
+}
+
+/// Item 4: a sign-out with an expired access token refreshes first (as auth-js), then
+/// revokes with the fresh token, for every scope. The fake refuses the expired token at
+/// `/logout` (403 `bad_jwt`), so a revoke that used it would revoke nothing.
+#[tokio::test]
+async fn sign_out_with_an_expired_token_refreshes_first_then_revokes() {
+    let fake = FakeGoTrue::start().await;
+    let mut sidecar = spawn_settled(&fake).await;
+    for (scope, removed, revoked) in [
+        ("others", false, vec!["other-others"]),
+        ("local", true, vec!["other-others", "this-local"]),
+        (
+            "global",
+            true,
+            vec!["other-others", "this-local", "this-global", "other-global"],
+        ),
+    ] {
+        let expired_at = unix_now() - 10;
+        let user = format!("u-{scope}");
+        let (access, refresh) = fake.seed(crate::gotrue::Seed {
+            user_id: &user,
+            name: &format!("this-{scope}"),
+            stale: false,
+            access_expires_at: Some(expired_at),
+        });
+        fake.seed(crate::gotrue::Seed {
+            user_id: &user,
+            name: &format!("other-{scope}"),
+            stale: false,
+            access_expires_at: None,
+        });
+        for token in fake.tokens() {
+            sidecar.secret(&token);
+        }
+        store(&mut sidecar, &access, &refresh, expired_at, &user).await;
+        let calls_before = fake.token_calls();
+        let out = sidecar
+            .request("auth_sign_out", json!({"scope": scope}))
+            .await;
+        assert_eq!(out["result"]["removed"], removed, "{scope}: {out}");
+        assert_eq!(
+            fake.token_calls(),
+            calls_before + 1,
+            "{scope}: refreshed first"
+        );
+        let bearer = fake.logout_bearers().last().cloned().expect("a /logout");
+        assert_ne!(bearer, access, "{scope}: never the expired token");
+        assert_eq!(
+            fake.label(&bearer),
+            format!("this-{scope}.A1"),
+            "{scope}: the refreshed one"
+        );
+        assert_eq!(fake.revoked(), revoked, "{scope}");
+        assert_eq!(is_authenticated(&mut sidecar).await, !removed, "{scope}");
+    }
+    assert_eq!(fake.logout_calls(), ["others", "local", "global"]);
+    settle(&mut sidecar).await;
+    let kinds: Vec<String> = events(&sidecar).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        kinds,
+        [
+            "SIGNED_IN",
+            "TOKEN_REFRESHED",
+            "SIGNED_IN",
+            "TOKEN_REFRESHED",
+            "SIGNED_OUT",
+            "SIGNED_IN",
+            "TOKEN_REFRESHED",
+            "SIGNED_OUT"
+        ]
+    );
+    stop(sidecar, &fake).await;
+}
+
+/// Item 5: for `global` and `others`, a `/logout` that failed (5xx, a dropped connection,
+/// 429) is the answer and the session is kept, so the sign-out can be retried; `local`
+/// still signs this device out. Once the auth server answers, the retried `global` revokes.
+#[tokio::test]
+async fn a_failed_global_revoke_is_returned_and_keeps_the_session() {
+    let fake = FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed(crate::gotrue::Seed {
+        user_id: "u-revoke",
+        name: "this",
+        stale: false,
+        access_expires_at: None,
+    });
+    fake.seed(crate::gotrue::Seed {
+        user_id: "u-revoke",
+        name: "other",
+        stale: false,
+        access_expires_at: None,
+    });
+    let mut sidecar = spawn(&fake, &[]);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-revoke",
+    )
+    .await;
+
+    fake.set_logout_response(
+        500,
+        json!({"code": 500, "error_code": "unexpected_failure", "msg": "Unexpected failure"}),
+    );
+    for scope in ["global", "others"] {
+        let out = sidecar
+            .request("auth_sign_out", json!({"scope": scope}))
+            .await;
+        assert_transient(&out, 500);
+        assert_eq!(is_authenticated(&mut sidecar).await, true, "{scope}: kept");
+    }
+    fake.set_logout_response(
+        429,
+        json!({"code": 429, "error_code": "over_request_rate_limit", "msg": "Too many requests"}),
+    );
+    let limited = sidecar
+        .request("auth_sign_out", json!({"scope": "global"}))
+        .await;
+    assert_eq!(limited["error"]["code"], -32002, "{limited}");
+    fake.clear_logout_response();
+    fake.drop_next_connections(1);
+    let dropped = sidecar
+        .request("auth_sign_out", json!({"scope": "global"}))
+        .await;
+    assert_eq!(dropped["error"]["code"], -32004, "{dropped}");
+    assert_eq!(dropped["error"]["data"]["kind"], "unavailable", "{dropped}");
+    assert_eq!(is_authenticated(&mut sidecar).await, true, "kept");
+    assert!(fake.revoked().is_empty(), "nothing was revoked yet");
+    settle(&mut sidecar).await;
+    assert!(signed_out_reasons(&sidecar).is_empty());
+
+    // The retry, once the auth server answers: every session of the user revoked.
+    let out = sidecar
+        .request("auth_sign_out", json!({"scope": "global"}))
+        .await;
+    assert_eq!(out["result"]["removed"], true, "{out}");
+    assert_eq!(fake.revoked(), ["this", "other"]);
+    assert_eq!(
+        fake.logout_calls(),
+        ["global", "others", "global", "global"],
+        "the dropped connection never reached /logout"
+    );
+    assert!(fake.logout_bearers().iter().all(|b| *b == access));
+
+    // `local` signs this device out whatever `/logout` did.
+    let (access, refresh) = fake.seed_session_for("u-revoke-local", true);
+    sidecar.secret(&access).secret(&refresh);
+    store(
+        &mut sidecar,
+        &access,
+        &refresh,
+        unix_now() + 3600,
+        "u-revoke-local",
+    )
+    .await;
+    fake.set_logout_response(
+        500,
+        json!({"code": 500, "error_code": "unexpected_failure", "msg": "Unexpected failure"}),
+    );
+    let local = sidecar
+        .request("auth_sign_out", json!({"scope": "local"}))
+        .await;
+    assert_eq!(local["result"]["removed"], true, "{local}");
+    assert_eq!(is_authenticated(&mut sidecar).await, false);
+    settle(&mut sidecar).await;
+    assert_eq!(
+        signed_out_reasons(&sidecar),
+        [json!("signed_out"), json!("signed_out")]
+    );
+    stop(sidecar, &fake).await;
+}
+
 // 10. Real keyring (scripts/with-keyring.sh).
 
-/// The next `auth_state_changed` that is not SIGNED_IN.
+/// The next `auth_state_changed` that is not SIGNED_IN (nor the INITIAL_SESSION at start).
 async fn next_change(sidecar: &mut Sidecar) -> Value {
     loop {
         let event = sidecar.recv_notification("auth_state_changed").await;
-        if event["params"]["event"] != "SIGNED_IN" {
+        if !["SIGNED_IN", "INITIAL_SESSION"]
+            .contains(&event["params"]["event"].as_str().unwrap_or_default())
+        {
             return event;
         }
     }

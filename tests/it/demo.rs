@@ -94,13 +94,25 @@ async fn the_demo_walks_through_the_whole_flow() {
         r#""connectUrl": "http://127.0.0.1:"#,
         r#""connectionId": "ca_"#,
         r#""status": "ACTIVE""#,
+        " 9. → composio_list_tools",
+        "10. → composio_execute",
+        r#""successful": true"#,
+        "11. → composio_list_github_repos",
+        r#""fullName": "dev-user/desktop-app""#,
+        "12. → composio_list_available_triggers",
+        "13. → composio_enable_trigger",
+        r#""triggerId": "ti_"#,
+        "14. → composio_list_active_triggers",
+        "15. → composio_disable_trigger",
         r#""deleted": true"#,
-        "10. → user_get_profile",
+        "16. → composio_delete_connection",
+        r#""deleted": true"#,
+        "17. → user_get_profile",
         "POST /dev/revoke",
         "◆ notification auth_state_changed: SIGNED_OUT (reason: expired)",
-        "12. → auth_get_state",
+        "19. → auth_get_state",
         "exited with status 0",
-        "✓ all 12 steps behaved as expected",
+        "✓ all 19 steps behaved as expected",
     ];
     let mut from = 0;
     for needle in expected {
@@ -117,7 +129,7 @@ async fn the_demo_walks_through_the_whole_flow() {
     assert!(!stdout.contains('\x1b'), "colors on a pipe:\n{stdout}");
     let lines = stdout.lines().count();
     assert!(
-        lines <= 45,
+        lines <= 60,
         "{lines} lines is too long for a newcomer:\n{stdout}"
     );
     assert!(
@@ -150,7 +162,7 @@ async fn the_demo_fails_when_a_step_misbehaves() {
         stderr.contains("demo failed") && stderr.contains("composio_list_toolkits failed"),
         "{stderr}"
     );
-    assert!(!stdout.contains("✓ all 12 steps"), "{stdout}");
+    assert!(!stdout.contains("✓ all 19 steps"), "{stdout}");
     assert_no_token(&stdout, &stderr);
 }
 

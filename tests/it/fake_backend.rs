@@ -1,5 +1,6 @@
 //! A fake product backend on 127.0.0.1:0: the composio and `/auth/me` routes with fixed
-//! data, every request recorded, and a switch that makes every route answer a canned
+//! data (tools, an execute that echoes its arguments, a GitHub connection with two repos,
+//! two available and two active triggers), every request recorded (query included), and a switch that makes every route answer a canned
 //! response (or never answer) for the error-mapping tests.
 #![allow(dead_code)] // shared helpers; not every test uses each one
 
@@ -18,6 +19,8 @@ pub struct Recorded {
     pub method: String,
     /// The path as sent, percent-escapes kept.
     pub path: String,
+    /// The query string as sent (escapes kept), without the `?`; `None` when there was none.
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub body: String,
 }
@@ -137,6 +140,7 @@ async fn route(
     shared.requests.lock().unwrap().push(Recorded {
         method: method.to_string(),
         path: path.clone(),
+        query: uri.query().map(str::to_owned),
         authorization: authorization.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
@@ -194,6 +198,84 @@ async fn route(
         ("DELETE", p) if p.starts_with(&format!("{BASE}/connections/")) => {
             ok(json!({"deleted": true}))
         }
+        ("GET", p) if p == format!("{BASE}/tools") => {
+            // `toolkits=a,b` filters by the slug's prefix, as the backend does.
+            let toolkits = query_param(&uri, "toolkits")
+                .map(|t| t.split(',').map(str::to_uppercase).collect::<Vec<_>>());
+            let tools: Vec<Value> = tools()
+                .into_iter()
+                .filter(|tool| {
+                    let name = tool["function"]["name"].as_str().unwrap_or_default();
+                    toolkits.as_ref().is_none_or(|toolkits| {
+                        toolkits.iter().any(|t| name.starts_with(&format!("{t}_")))
+                    })
+                })
+                .collect();
+            ok(json!({"tools": tools}))
+        }
+        ("POST", p) if p == format!("{BASE}/execute") => {
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+            match (body["tool"].as_str(), body["arguments"].as_object()) {
+                (Some(tool), Some(arguments)) => ok(json!({
+                    "data": {"tool": tool, "arguments": arguments},
+                    "successful": true,
+                    "error": null,
+                    "costUsd": 0.0025,
+                    "markdownFormatted": format!("Ran `{tool}`."),
+                })),
+                _ => failure(StatusCode::BAD_REQUEST, "tool and arguments are required"),
+            }
+        }
+        ("GET", p) if p == format!("{BASE}/github/repos") => ok(json!({
+            "connectionId": query_param(&uri, "connectionId").unwrap_or_else(|| "ca_1".into()),
+            "repositories": [
+                {"owner": "acme", "repo": "app", "fullName": "acme/app", "private": true,
+                 "defaultBranch": "main", "htmlUrl": "https://github.com/acme/app"},
+                {"owner": "acme", "repo": "docs", "fullName": "acme/docs"},
+            ],
+        })),
+        ("GET", p) if p == format!("{BASE}/triggers/available") => {
+            match query_param(&uri, "toolkit").as_deref() {
+                None => failure(StatusCode::BAD_REQUEST, "toolkit is required"),
+                Some("github") => ok(json!({"triggers": [
+                    {"slug": "GITHUB_PULL_REQUEST_EVENT", "scope": "repository",
+                     "defaultConfig": {"owner": "acme", "repo": "app", "events": ["opened", "closed"]},
+                     "requiredConfigKeys": ["owner", "repo"],
+                     "repo": {"owner": "acme", "repo": "app"}},
+                    {"slug": "GITHUB_STAR_ADDED_EVENT", "scope": "account"},
+                ]})),
+                Some(_) => ok(json!({"triggers": []})),
+            }
+        }
+        ("GET", p) if p == format!("{BASE}/triggers") => {
+            let toolkit = query_param(&uri, "toolkit");
+            let triggers: Vec<Value> = active_triggers()
+                .into_iter()
+                .filter(|t| {
+                    toolkit
+                        .as_ref()
+                        .is_none_or(|toolkit| t["toolkit"] == *toolkit)
+                })
+                .collect();
+            ok(json!({"triggers": triggers}))
+        }
+        ("POST", p) if p == format!("{BASE}/triggers") => {
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+            match (body["connectionId"].as_str(), body["slug"].as_str()) {
+                (Some(connection_id), Some(slug)) => ok(json!({
+                    "triggerId": "ti_new",
+                    "slug": slug,
+                    "connectionId": connection_id,
+                })),
+                _ => failure(
+                    StatusCode::BAD_REQUEST,
+                    "connectionId and slug are required",
+                ),
+            }
+        }
+        ("DELETE", p) if p.starts_with(&format!("{BASE}/triggers/")) => {
+            ok(json!({"deleted": true}))
+        }
         ("GET", "/auth/me") => ok(json!({
             "id": "user-1",
             "email": "user@example.com",
@@ -201,6 +283,52 @@ async fn route(
         })),
         _ => failure(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// A query parameter, decoded; `None` when absent.
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The tools `GET /tools` lists: with and without the optional `description` and
+/// `parameters`.
+pub fn tools() -> Vec<Value> {
+    vec![
+        json!({"type": "function", "function": {
+            "name": "GITHUB_CREATE_AN_ISSUE",
+            "description": "Creates an issue in a GitHub repository.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "owner": {"type": "string"},
+                    "repo": {"type": "string"},
+                    "title": {"type": "string"},
+                    "labels": {"type": "array", "items": {"type": "string"}, "default": []},
+                },
+                "required": ["owner", "repo", "title"],
+            },
+        }}),
+        json!({"type": "function", "function": {"name": "GITHUB_GET_THE_AUTHENTICATED_USER"}}),
+        json!({"type": "function", "function": {
+            "name": "SLACK_SEND_MESSAGE",
+            "description": "Posts a message to a Slack channel.",
+            "parameters": {"type": "object", "properties": {"channel": {"type": "string"}, "text": {"type": "string"}}},
+        }}),
+    ]
+}
+
+/// The triggers `GET /triggers` lists: with and without the optional `triggerConfig` and
+/// `state`.
+pub fn active_triggers() -> Vec<Value> {
+    vec![
+        json!({"id": "ti_1", "slug": "GITHUB_PULL_REQUEST_EVENT", "toolkit": "github",
+               "connectionId": "ca_1", "triggerConfig": {"owner": "acme", "repo": "app"},
+               "state": "ACTIVE"}),
+        json!({"id": "ti_2", "slug": "SLACK_RECEIVE_MESSAGE", "toolkit": "slack",
+               "connectionId": "ca_2"}),
+    ]
 }
 
 /// A backend that accepts connections and never reads or answers them: every call to it

@@ -19,11 +19,15 @@
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 //! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
 //! - `auth_refresh`: refresh, commit guard, `auth_get_user` and `auth_sign_out` against it.
+//! - `differential`: the binary and `@supabase/auth-js` (tests/differential) side by side on
+//!   the same fake GoTrue scenarios; equal, or a difference documented in docs/protocol.md.
 //! - `hardening`: cleartext URLs refused, the process non-dumpable, no value echoed in errors.
 //! - `faults`: injected faults (hanging, cut-off and oversized backend answers, a hanging or
 //!   refusing keyring, closed stdout, stdin EOF and SIGTERM with requests in flight).
 //! - `hostile`: upstreams that redirect, send gigabytes or gzip bombs, or hold thousands of
 //!   requests: nothing followed, bodies capped, memory small, connections bounded.
+//! - `ownership`: two sidecars on one Secret Service entry, and a frozen or locked one (each
+//!   test runs a private gnome-keyring): no token spent twice, nothing lost or undone.
 //! - `load`: 10,000 mixed requests with 256 in flight; none lost, memory back near idle.
 //! - `backpressure`: a silent backend never delays local calls; past the in-flight bound
 //!   (batch members each) new requests are refused; exits on time with stdout unread or closed.
@@ -35,6 +39,7 @@ mod backend;
 mod backpressure;
 mod bench_smoke;
 mod demo;
+mod differential;
 mod fake_backend;
 mod fake_sentry;
 mod faults;
@@ -47,6 +52,8 @@ mod hygiene;
 mod js_client;
 mod load;
 mod method_table;
+#[cfg(target_os = "linux")]
+mod ownership;
 mod schema;
 mod session;
 mod telemetry;

@@ -402,3 +402,84 @@ async fn a_user_object_over_64_kib_is_refused_and_nothing_is_stored() {
     assert_eq!(events, [json!("SIGNED_IN")], "only the one stored");
     stop(sidecar).await;
 }
+
+/// INITIAL_SESSION: sent once, first, when the stored session has been loaded at start:
+/// signed out when there is none, the session when there is one. Not sent with `memory`,
+/// where there is nothing to load (a fresh process is always signed out).
+#[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
+async fn initial_session_comes_first_once_the_stored_session_is_loaded() {
+    let service = unique_service("initial");
+    let env = [
+        ("CORE_SIDECAR_KEYRING", "secret-service"),
+        ("CORE_SIDECAR_KEYRING_SERVICE", service.as_str()),
+    ];
+    let mut sidecar = Sidecar::spawn(&env);
+    let initial = sidecar.recv_notification("auth_state_changed").await;
+    crate::schema::assert_valid_notification(&initial);
+    assert_eq!(initial["params"]["event"], "INITIAL_SESSION", "{initial}");
+    assert_eq!(initial["params"]["state"]["isAuthenticated"], false);
+    assert_eq!(initial["params"]["state"]["persistent"], true);
+    assert!(initial["params"].get("reason").is_none());
+    sidecar
+        .request("auth_store_session", session_params(TEST_JWT, "u-initial"))
+        .await;
+    stop(sidecar).await;
+
+    let mut sidecar = Sidecar::spawn(&env);
+    let initial = sidecar.recv_notification("auth_state_changed").await;
+    crate::schema::assert_valid_notification(&initial);
+    assert_eq!(initial["params"]["event"], "INITIAL_SESSION", "{initial}");
+    assert_eq!(initial["params"]["state"]["userId"], "u-initial");
+    assert_eq!(initial["params"]["state"]["isAuthenticated"], true);
+    sidecar.request("auth_clear_session", Value::Null).await;
+    sidecar.request("core_ping", Value::Null).await;
+    let events: Vec<_> = sidecar
+        .notifications()
+        .iter()
+        .map(|n| n["params"]["event"].clone())
+        .collect();
+    assert_eq!(events, [json!("SIGNED_OUT")], "INITIAL_SESSION only once");
+    stop(sidecar).await;
+
+    let mut sidecar = Sidecar::spawn(&[]);
+    sidecar.request("auth_get_state", Value::Null).await;
+    assert!(sidecar.notifications().is_empty(), "none with memory");
+    stop(sidecar).await;
+}
+
+/// USER_UPDATED when `auth_get_user` changes the stored user; nothing when it is the same.
+#[tokio::test]
+async fn auth_get_user_emits_user_updated_only_when_the_user_changed() {
+    let fake = crate::gotrue::FakeGoTrue::start().await;
+    let (access, refresh) = fake.seed_session_for("u-upd", true);
+    let auth = fake.auth_url();
+    let mut sidecar = Sidecar::spawn(&[("CORE_SIDECAR_AUTH_URL", auth.as_str())]);
+    sidecar.secret(&access).secret(&refresh);
+    sidecar
+        .request(
+            "auth_store_session",
+            json!({"access_token": access, "refresh_token": refresh, "expires_in": 3600,
+                   "user": {"id": "u-upd"}}),
+        )
+        .await;
+    let user = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(user["result"]["email"], "u-upd@example.com", "{user}");
+    let again = sidecar.request("auth_get_user", Value::Null).await;
+    assert_eq!(again["result"], user["result"]);
+    sidecar.request("core_ping", Value::Null).await;
+    let changes: Vec<&Value> = sidecar
+        .notifications()
+        .iter()
+        .filter(|n| n["method"] == "auth_state_changed")
+        .collect();
+    let events: Vec<&Value> = changes.iter().map(|n| &n["params"]["event"]).collect();
+    assert_eq!(events, ["SIGNED_IN", "USER_UPDATED"], "{changes:?}");
+    let updated = &changes[1]["params"];
+    crate::schema::assert_valid_notification(changes[1]);
+    assert_eq!(updated["state"]["user"], user["result"], "{updated}");
+    assert_eq!(updated["state"]["userId"], "u-upd");
+    let state = sidecar.request("auth_get_state", Value::Null).await;
+    assert_eq!(state["result"]["user"], user["result"]);
+    stop(sidecar).await;
+}

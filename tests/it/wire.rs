@@ -630,3 +630,190 @@ async fn many_pipelined_requests_are_all_answered_in_whole_lines() {
     assert_eq!(lines, N as usize);
     assert!(seen.iter().all(|s| *s), "every request answered");
 }
+
+/// The file status flags of a descriptor (`fcntl(F_GETFL)`).
+#[cfg(target_os = "linux")]
+fn status_flags(fd: &impl std::os::fd::AsRawFd) -> i32 {
+    // SAFETY: F_GETFL reads the flags of a descriptor this test owns; no pointer is passed.
+    let flags = unsafe { nix::libc::fcntl(fd.as_raw_fd(), nix::libc::F_GETFL) };
+    assert!(flags >= 0, "F_GETFL");
+    flags
+}
+
+/// Reads `n` lines from a blocking reader on a thread of its own, within the test timeout.
+#[cfg(target_os = "linux")]
+async fn read_lines(reader: impl std::io::Read + Send + 'static, n: usize) -> Vec<String> {
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(reader)
+            .lines()
+            .take(n)
+            .map(|line| line.expect("read"))
+            .collect::<Vec<_>>()
+    });
+    tokio::time::timeout(TIMEOUT, lines)
+        .await
+        .expect("lines within the timeout")
+        .expect("reader thread")
+}
+
+/// The way Node and Electron spawn a child (and socat, inetd): stdin and stdout are one
+/// socket. It is read and written non-blocking on the runtime's thread while the sidecar
+/// runs, and its flags are put back when it exits.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn one_socket_as_stdin_and_stdout_is_served_non_blocking_and_left_as_found() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+
+    let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
+    // A copy of the sidecar's end, kept here: it shares the open file description, so its
+    // flags are the sidecar's.
+    let watch = theirs.try_clone().expect("dup");
+    assert_eq!(status_flags(&watch) & nix::libc::O_NONBLOCK, 0);
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.stdin(Stdio::from(OwnedFd::from(theirs.try_clone().expect("dup"))))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    clean_env(&mut cmd, &[("RUST_LOG", "debug")]);
+    let mut child = cmd.spawn().expect("spawn");
+
+    // A big answer (rpc.discover) between pings: more than a socket buffer holds at once.
+    let mut input = String::new();
+    for id in 0..20 {
+        if id % 5 == 0 {
+            input.push_str(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"rpc.discover"}}"#
+            ));
+        } else {
+            input.push_str(&ping_line(&id.to_string()));
+        }
+        input.push('\n');
+    }
+    ours.write_all(input.as_bytes()).expect("write");
+    let reader = ours.try_clone().expect("dup");
+    let lines = read_lines(reader, 20).await;
+    let mut ids: Vec<u64> = lines
+        .iter()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).expect("whole JSON lines");
+            assert!(value.get("result").is_some(), "{value}");
+            value["id"].as_u64().expect("id")
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    assert_ne!(
+        status_flags(&watch) & nix::libc::O_NONBLOCK,
+        0,
+        "served non-blocking"
+    );
+
+    ours.shutdown(std::net::Shutdown::Write).expect("EOF");
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exits on EOF")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        status_flags(&watch) & nix::libc::O_NONBLOCK,
+        0,
+        "the flags are put back at exit"
+    );
+}
+
+/// `2>&1`: stdout is also stderr, where logs are written with blocking writes. stdout then
+/// keeps blocking writes (a writer thread), and protocol lines still come out whole.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn stdout_shared_with_stderr_stays_blocking_and_lines_stay_whole() {
+    use std::os::fd::OwnedFd;
+    use std::process::Stdio;
+
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::from(OwnedFd::from(writer.try_clone().expect("dup"))))
+        .stderr(Stdio::from(OwnedFd::from(writer)))
+        .kill_on_drop(true);
+    clean_env(&mut cmd, &[("RUST_LOG", "debug")]);
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut input = String::new();
+        for id in 0..50 {
+            input.push_str(&ping_line(&id.to_string()));
+            input.push('\n');
+        }
+        stdin.write_all(input.as_bytes()).await.expect("write");
+        // Dropped: EOF.
+    }
+    let output = tokio::task::spawn_blocking(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut { reader }, &mut all).expect("read");
+        all
+    });
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exits on EOF")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let output = tokio::time::timeout(TIMEOUT, output)
+        .await
+        .expect("pipe closed")
+        .expect("reader");
+    let responses: Vec<Value> = output
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("torn ({e}): {line}")))
+        .collect();
+    assert_eq!(responses.len(), 50, "{output}");
+    assert!(output.contains("writer thread"), "{output}");
+}
+
+/// stdin from a file (epoll refuses regular files): a reader thread reads it, every line is
+/// answered, and EOF ends the process.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn stdin_from_a_file_is_read_by_a_reader_thread() {
+    use std::io::{Seek, Write};
+    use std::process::Stdio;
+
+    let path = std::env::temp_dir().join(format!("core-sidecar-stdin-{}", std::process::id()));
+    let mut file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("temp file");
+    std::fs::remove_file(&path).expect("unlink");
+    for id in 0..10 {
+        writeln!(file, "{}", ping_line(&id.to_string())).expect("write");
+    }
+    file.rewind().expect("rewind");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.stdin(Stdio::from(file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    clean_env(&mut cmd, &[("RUST_LOG", "debug")]);
+    let output = tokio::time::timeout(TIMEOUT, cmd.spawn().expect("spawn").wait_with_output())
+        .await
+        .expect("exits at the end of the file")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.contains(r#""pong":true"#)),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("reader thread"), "{stderr}");
+}

@@ -8,6 +8,9 @@
 //!   `storage` error ("timed out"), exactly as a stuck keyring would.
 //! - `fail`: every `load`/`save`/`delete` fails at once with a `storage` error.
 //! - `fail-writes`: `save` and `delete` fail at once; `load` works.
+//! - `late-writes`: `save` and `delete` on an OS keyring are carried out only once the
+//!   timeout has passed: the caller is told they timed out, and they land afterwards, as
+//!   with a frozen keyring that resumes. `load` works; on `memory` nothing is faulted.
 //!
 //! The backend is still chosen (and probed) as usual; only the operations on it are faulted.
 //! Any other value stops the sidecar at start, naming the variable.
@@ -31,7 +34,13 @@ impl Fault {
             }
             Self::Fail => Some(Failure::Injected(self)),
             Self::FailWrites if op.writes() => Some(Failure::Injected(self)),
-            Self::FailWrites => None,
+            Self::FailWrites | Self::LateWrites => None,
         }
+    }
+
+    /// How long the keyring call of `op` waits before it is carried out (on its own
+    /// thread), under this fault.
+    pub(super) fn delay(self, op: Op, timeout: Duration) -> Option<Duration> {
+        (self == Self::LateWrites && op.writes()).then(|| timeout + timeout / 2)
     }
 }

@@ -10,16 +10,25 @@
 //! |---|---|---|
 //! | `auto` on Linux | `secret-service`, else `keyutils` (warns: lost on reboot), else `memory` | yes / yes / no |
 //! | `auto` on macOS / Windows | `macos` (login Keychain) / `windows` (Credential Manager) | yes |
-//! | `secret-service`, `keyutils`, `macos`, `windows` | that one, else `memory` | yes / no |
+//! | `secret-service`, `keyutils`, `macos`, `windows` | that one, else unavailable (retried) | yes / no |
 //! | `memory` | `memory` (asked for: no warning) | no |
 //!
 //! "Persistent" means the session outlives the sidecar process. keyutils keys live in kernel
 //! memory: they survive restarts of the sidecar but not a reboot.
 //!
-//! Each candidate backend is probed at [`SessionStore::open`] (`probe`). When no asked-for
-//! backend works, the session is kept in process memory, [`SessionStore::is_persistent`] is
-//! false, one `tracing` warning says so, and [`SessionStore::unusable_keyring`] holds the
-//! [`Error::Storage`] for the owner to report.
+//! Each candidate backend is probed at [`SessionStore::open`] (`probe`). When no candidate
+//! of `auto` works, the session is kept in process memory; when the one named backend does
+//! not work, the store is *unavailable*: every operation fails with [`Error::Storage`]
+//! (an explicitly chosen keyring never silently becomes memory). Either way
+//! [`SessionStore::is_persistent`] is false, one `tracing` warning says so,
+//! [`SessionStore::unusable_keyring`] holds the [`Error::Storage`] for the owner to report,
+//! and [`SessionStore::needs_retry`] is true: the owner calls [`SessionStore::reopen`] later
+//! (each tick) until a keyring works.
+//!
+//! An operation that timed out says so ([`StoreError::timed_out`]): its call is still under
+//! way and may land later, and the owner reconciles once it has returned
+//! ([`SessionStore::settled`]). The `keep` value given with an operation lives until the
+//! call really returns (the cross-process lock, so no other process writes in between).
 //!
 //! # Modules
 //!
@@ -85,7 +94,27 @@ impl Op {
 /// Where the secret is kept.
 enum Slot {
     Keyring(OwnedEntry),
-    Memory(StdMutex<Option<String>>),
+    /// Zeroed when replaced or removed, as every other copy of a token.
+    Memory(StdMutex<Option<zeroize::Zeroizing<String>>>),
+    /// The named keyring does not work (yet): every operation fails.
+    Unavailable,
+}
+
+/// Kept alive until the keyring call it was given with has really returned.
+pub type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A failed operation: the [`Error::Storage`] the caller gets, and whether the call timed
+/// out (it may still land: see [`SessionStore::settled`]).
+#[derive(Debug)]
+pub struct StoreError {
+    pub error: Error,
+    pub timed_out: bool,
+}
+
+impl From<StoreError> for Error {
+    fn from(failure: StoreError) -> Self {
+        failure.error
+    }
 }
 
 struct Inner {
@@ -121,6 +150,7 @@ impl SessionStore {
     pub async fn open(options: &StoreOptions) -> SessionStore {
         Self::open_with(
             Keyring::candidates(options.kind),
+            matches!(options.kind, KeyringKind::One(_)),
             &options.service,
             &options.profile,
             options.timeout,
@@ -134,6 +164,7 @@ impl SessionStore {
     /// fallback logic can be tested without a real keyring.
     async fn open_with<B>(
         candidates: Option<Vec<Keyring>>,
+        named: bool,
         service: &str,
         profile: &str,
         timeout: Duration,
@@ -154,6 +185,7 @@ impl SessionStore {
             tracing::info!("session store: memory (as configured); not persisted");
             return Self::memory(timeout, fault, None);
         };
+        let candidates_tried = candidates.clone();
         let mut failures = Vec::new();
         for keyring in candidates {
             match probe::probe(keyring, service, profile, timeout, build.clone()).await {
@@ -182,12 +214,69 @@ impl SessionStore {
         } else {
             failures.join("; ")
         };
+        if let ([keyring], true) = (&candidates_tried[..], named) {
+            let error = Error::Storage(format!(
+                "the {} keyring is unavailable ({tried}); retrying, and nothing is stored \
+                 until it answers",
+                keyring.name()
+            ));
+            tracing::warn!("{error}");
+            let slot = Slot::Unavailable;
+            return SessionStore::new(slot, keyring.name(), false, timeout, fault, Some(error));
+        }
         let error = Error::Storage(format!(
             "no usable OS keyring ({tried}); the session is kept in memory only and will not \
              survive a restart"
         ));
         tracing::warn!("{error}");
         Self::memory(timeout, fault, Some(error))
+    }
+
+    /// When [`SessionStore::needs_retry`]: probes the configured keyring again, and returns
+    /// a working, persistent store if one answers now. Quiet: only a success is logged.
+    pub async fn reopen(options: &StoreOptions) -> Option<SessionStore> {
+        let candidates = Keyring::candidates(options.kind)?;
+        Self::reopen_with(
+            candidates,
+            &options.service,
+            &options.profile,
+            options.timeout,
+            options.fault,
+            Keyring::entry,
+        )
+        .await
+    }
+
+    async fn reopen_with<B>(
+        candidates: Vec<Keyring>,
+        service: &str,
+        profile: &str,
+        timeout: Duration,
+        fault: Option<Fault>,
+        build: B,
+    ) -> Option<SessionStore>
+    where
+        B: Fn(Keyring, &str, &str) -> keyring_core::Result<Entry> + Clone + Send + 'static,
+    {
+        for keyring in candidates {
+            if let Ok(entry) = probe::probe(keyring, service, profile, timeout, build.clone()).await
+            {
+                tracing::info!(
+                    backend = keyring.name(),
+                    "the keyring answers now; session store opened"
+                );
+                let slot = Slot::Keyring(entry);
+                return Some(SessionStore::new(
+                    slot,
+                    keyring.name(),
+                    true,
+                    timeout,
+                    fault,
+                    None,
+                ));
+            }
+        }
+        None
     }
 
     fn memory(timeout: Duration, fault: Option<Fault>, unusable: Option<Error>) -> SessionStore {
@@ -226,79 +315,148 @@ impl SessionStore {
         self.inner.name
     }
 
-    /// Why no OS keyring could be used, when the store fell back to memory for that reason
-    /// (not when memory was asked for). The owner reports it: a fault, once.
+    /// Why no OS keyring could be used, when the store fell back to memory or is
+    /// unavailable for that reason (not when memory was asked for). The owner reports it: a
+    /// fault, once.
     pub fn unusable_keyring(&self) -> Option<&Error> {
         self.inner.unusable.as_ref()
     }
 
+    /// Whether a keyring was wanted and none works yet: the owner should
+    /// [`SessionStore::reopen`] now and then.
+    pub fn needs_retry(&self) -> bool {
+        self.inner.unusable.is_some()
+    }
+
+    /// Whether this is the named keyring that does not work yet (every operation fails),
+    /// rather than memory.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.inner.slot, Slot::Unavailable)
+    }
+
+    /// Resolves once every operation started before has really returned (also one whose
+    /// caller gave up on it after the timeout).
+    pub async fn settled(&self) {
+        self.inner.runner.settled().await;
+    }
+
     /// The stored secret, `None` when there is no entry.
     pub async fn load(&self) -> Result<Option<String>> {
-        self.call(Op::Load, |slot| match slot {
+        Ok(self.load_keeping(None).await?)
+    }
+
+    /// Creates or replaces the entry with `secret`.
+    pub async fn save(&self, secret: &str) -> Result<()> {
+        Ok(self.save_keeping(secret, None).await?)
+    }
+
+    /// Removes the entry; `true` when there was one.
+    pub async fn delete(&self) -> Result<bool> {
+        Ok(self.delete_keeping(None).await?)
+    }
+
+    /// [`SessionStore::load`], keeping `keep` alive until the call has returned.
+    pub async fn load_keeping(
+        &self,
+        keep: Option<KeepAlive>,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(Op::Load, keep, |slot| match slot {
             Slot::Keyring(entry) => match entry.get_password() {
                 Ok(secret) => Ok(Some(secret)),
                 Err(keyring_core::Error::NoEntry) => Ok(None),
                 Err(e) => Err(describe(&e)),
             },
-            Slot::Memory(secret) => Ok(lock(secret).clone()),
+            Slot::Memory(secret) => Ok(lock(secret).as_deref().cloned()),
+            Slot::Unavailable => Err(UNAVAILABLE.into()),
         })
         .await
     }
 
-    /// Creates or replaces the entry with `secret`.
-    pub async fn save(&self, secret: &str) -> Result<()> {
-        let secret = secret.to_owned();
-        self.call(Op::Save, move |slot| match slot {
+    /// [`SessionStore::save`], keeping `keep` alive until the call has returned.
+    pub async fn save_keeping(
+        &self,
+        secret: &str,
+        keep: Option<KeepAlive>,
+    ) -> Result<(), StoreError> {
+        let mut secret = zeroize::Zeroizing::new(secret.to_owned());
+        self.call(Op::Save, keep, move |slot| match slot {
             Slot::Keyring(entry) => entry.set_password(&secret).map_err(|e| describe(&e)),
             Slot::Memory(stored) => {
-                *lock(stored) = Some(secret);
+                *lock(stored) = Some(zeroize::Zeroizing::new(std::mem::take(&mut *secret)));
                 Ok(())
             }
+            Slot::Unavailable => Err(UNAVAILABLE.into()),
         })
         .await
     }
 
-    /// Removes the entry; `true` when there was one.
-    pub async fn delete(&self) -> Result<bool> {
-        self.call(Op::Delete, |slot| match slot {
+    /// [`SessionStore::delete`], keeping `keep` alive until the call has returned.
+    pub async fn delete_keeping(&self, keep: Option<KeepAlive>) -> Result<bool, StoreError> {
+        self.call(Op::Delete, keep, |slot| match slot {
             Slot::Keyring(entry) => match entry.delete_credential() {
                 Ok(()) => Ok(true),
                 Err(keyring_core::Error::NoEntry) => Ok(false),
                 Err(e) => Err(describe(&e)),
             },
             Slot::Memory(secret) => Ok(lock(secret).take().is_some()),
+            Slot::Unavailable => Err(UNAVAILABLE.into()),
         })
         .await
     }
 
     /// Runs one operation through the [`Runner`] (or the injected fault instead). Errors
     /// become [`Error::Storage`].
-    async fn call<T, F>(&self, op: Op, f: F) -> Result<T>
+    async fn call<T, F>(&self, op: Op, keep: Option<KeepAlive>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Slot) -> Result<T, String> + Send + 'static,
     {
         let runner = &self.inner.runner;
-        let struck = match self.inner.fault {
-            Some(fault) => fault.strike(op, runner.timeout()).await,
-            None => None,
+        let struck = match (self.inner.fault, &self.inner.slot) {
+            (_, Slot::Unavailable) | (None, _) => None,
+            (Some(fault), _) => fault.strike(op, runner.timeout()).await,
         };
         let outcome = match struck {
             Some(failure) => Err(failure),
             None => {
                 let place = match self.inner.slot {
                     Slot::Keyring(_) => Place::Thread,
-                    Slot::Memory(_) => Place::Inline,
+                    Slot::Memory(_) | Slot::Unavailable => Place::Inline,
                 };
                 let inner = self.inner.clone();
-                runner.run(place, move || f(&inner.slot)).await
+                let late = match (self.inner.fault, place) {
+                    (Some(fault), Place::Thread) => fault.delay(op, runner.timeout()),
+                    _ => None,
+                };
+                runner
+                    .run(place, move || {
+                        if let Some(late) = late {
+                            std::thread::sleep(late);
+                        }
+                        let result = f(&inner.slot);
+                        drop(keep);
+                        result
+                    })
+                    .await
             }
         };
-        outcome.map_err(|failure: Failure| failure.into_error(self.inner.name, op.name()))
+        outcome.map_err(|failure: Failure| {
+            let timed_out = matches!(failure, Failure::TimedOut(_));
+            StoreError {
+                error: failure.into_error(self.inner.name, op.name()),
+                timed_out,
+            }
+        })
     }
 }
 
-fn lock(slot: &StdMutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+/// What every operation on an unavailable keyring fails with.
+const UNAVAILABLE: &str =
+    "the keyring is unavailable (locked, or not running); retried every tick until it answers";
+
+fn lock(
+    slot: &StdMutex<Option<zeroize::Zeroizing<String>>>,
+) -> std::sync::MutexGuard<'_, Option<zeroize::Zeroizing<String>>> {
     slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -55,6 +55,12 @@ impl Runner {
         self.timeout
     }
 
+    /// Resolves once every operation started before has returned (without a timeout: a
+    /// stuck call is waited for until it really ends).
+    pub(super) async fn settled(&self) {
+        drop(self.lock.lock().await);
+    }
+
     /// Runs `f` after every operation started before it has returned, giving up after the
     /// timeout (the call itself then finishes on its own, still holding the queue).
     pub(super) async fn run<T, F>(&self, place: Place, f: F) -> Result<T, Failure>

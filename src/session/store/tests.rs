@@ -58,7 +58,7 @@ async fn memory_round_trip() {
 
 #[tokio::test(start_paused = true)]
 async fn memory_works_under_a_paused_clock() {
-    let store = SessionStore::open_with(None, "s", "p", T, None, working(&[])).await;
+    let store = SessionStore::open_with(None, false, "s", "p", T, None, working(&[])).await;
     store.save("x").await.unwrap();
     assert_eq!(store.load().await.unwrap().as_deref(), Some("x"));
 }
@@ -74,6 +74,7 @@ async fn auto_takes_the_first_working_backend() {
     let all = vec![Keyring::SecretService, Keyring::Keyutils];
     let store = SessionStore::open_with(
         Some(all.clone()),
+        false,
         "s",
         "p",
         T,
@@ -84,8 +85,16 @@ async fn auto_takes_the_first_working_backend() {
     assert_eq!(store.backend_name(), "secret-service");
     assert!(store.is_persistent());
 
-    let store =
-        SessionStore::open_with(Some(all), "s", "p", T, None, working(&[Keyring::Keyutils])).await;
+    let store = SessionStore::open_with(
+        Some(all),
+        false,
+        "s",
+        "p",
+        T,
+        None,
+        working(&[Keyring::Keyutils]),
+    )
+    .await;
     assert_eq!(store.backend_name(), "keyutils");
     assert!(store.is_persistent());
     store.save(SECRET).await.unwrap();
@@ -104,34 +113,99 @@ async fn keyutils_that_cannot_write_is_skipped() {
         }
         Ok(entry)
     };
-    let store =
-        SessionStore::open_with(Some(vec![Keyring::Keyutils]), "s", "p", T, None, build).await;
+    let store = SessionStore::open_with(
+        Some(vec![Keyring::Keyutils]),
+        false,
+        "s",
+        "p",
+        T,
+        None,
+        build,
+    )
+    .await;
     assert_eq!(store.backend_name(), "memory");
 }
 
 #[tokio::test]
-async fn no_working_backend_falls_back_to_memory() {
+async fn no_working_backend_of_auto_falls_back_to_memory() {
     let all = Some(vec![Keyring::SecretService, Keyring::Keyutils]);
-    let store = SessionStore::open_with(all, "s", "p", T, None, working(&[])).await;
+    let store = SessionStore::open_with(all, false, "s", "p", T, None, working(&[])).await;
     assert_eq!(store.backend_name(), "memory");
     assert!(!store.is_persistent());
+    assert!(store.needs_retry(), "auto keeps trying the keyrings");
     store.save(SECRET).await.unwrap();
     assert_eq!(store.load().await.unwrap().as_deref(), Some(SECRET));
 
-    // An explicit kind that does not work falls back the same way.
-    let one = Some(vec![Keyring::Keyutils]);
-    let store =
-        SessionStore::open_with(one, "s", "p", T, None, working(&[Keyring::SecretService])).await;
-    assert_eq!(store.backend_name(), "memory");
-    assert!(!store.is_persistent());
-
     // So does a platform without any keyring.
-    let store = SessionStore::open_with(Some(vec![]), "s", "p", T, None, working(&[])).await;
+    let store = SessionStore::open_with(Some(vec![]), false, "s", "p", T, None, working(&[])).await;
     assert_eq!(store.backend_name(), "memory");
+
+    // Memory as asked: nothing to retry.
+    let store = SessionStore::open_with(None, false, "s", "p", T, None, working(&[])).await;
+    assert!(!store.needs_retry());
 }
 
 #[tokio::test]
-async fn unavailable_platform_backend_falls_back_to_memory() {
+async fn a_named_backend_that_does_not_work_is_unavailable_never_memory() {
+    let one = Some(vec![Keyring::Keyutils]);
+    let store = SessionStore::open_with(
+        one,
+        true,
+        "s",
+        "p",
+        T,
+        None,
+        working(&[Keyring::SecretService]),
+    )
+    .await;
+    assert_eq!(store.backend_name(), "keyutils");
+    assert!(store.is_unavailable());
+    assert!(!store.is_persistent());
+    assert!(store.needs_retry());
+    let reason = store.unusable_keyring().unwrap().to_string();
+    assert!(
+        reason.contains("keyutils keyring is unavailable"),
+        "{reason}"
+    );
+    for err in [
+        store.save(SECRET).await.unwrap_err(),
+        store.load().await.unwrap_err(),
+        store.delete().await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), crate::error::ErrorKind::Storage, "{err}");
+        assert!(err.to_string().contains("unavailable"), "{err}");
+    }
+    // Nothing was kept anywhere.
+    assert!(store.load().await.is_err());
+
+    // Once it works, reopening gives a persistent store on it.
+    let options = options(KeyringKind::One(Keyring::Keyutils), "s", "p", T);
+    let still = SessionStore::reopen_with(
+        Keyring::candidates(options.kind).unwrap(),
+        "s",
+        "p",
+        T,
+        None,
+        working(&[]),
+    )
+    .await;
+    assert!(still.is_none());
+    let reopened = SessionStore::reopen_with(
+        Keyring::candidates(options.kind).unwrap(),
+        "s",
+        "p",
+        T,
+        None,
+        working(&[Keyring::Keyutils]),
+    )
+    .await
+    .expect("keyutils answers now");
+    assert_eq!(reopened.backend_name(), "keyutils");
+    assert!(reopened.is_persistent() && !reopened.needs_retry());
+}
+
+#[tokio::test]
+async fn unavailable_platform_backend_is_unavailable() {
     // The real builder: `windows` on Linux/macOS (or `macos` elsewhere) is not available.
     let kind = if cfg!(target_os = "windows") {
         KeyringKind::One(Keyring::Macos)
@@ -139,8 +213,63 @@ async fn unavailable_platform_backend_falls_back_to_memory() {
         KeyringKind::One(Keyring::Windows)
     };
     let store = SessionStore::open(&options(kind, "core-sidecar-test", "p", T)).await;
-    assert_eq!(store.backend_name(), "memory");
+    assert!(store.is_unavailable());
     assert!(!store.is_persistent());
+}
+
+/// A write whose caller gave up after the timeout is still under way: it says so
+/// (`timed_out`), what it was given to keep stays alive until the call returns, and
+/// `settled` resolves only then, so the owner can reconcile after it.
+#[tokio::test]
+async fn a_timed_out_write_keeps_its_keep_alive_until_it_returns() {
+    let mocks = mock::Store::new().unwrap();
+    let release = Arc::new((StdMutex::new(false), std::sync::Condvar::new()));
+    let store = SessionStore::open_with(
+        Some(vec![Keyring::Keyutils]),
+        true,
+        "svc",
+        "profile",
+        Duration::from_millis(200),
+        None,
+        {
+            let mocks = mocks.clone();
+            move |_: Keyring, s: &str, p: &str| mocks.build(s, p, None)
+        },
+    )
+    .await;
+    assert!(store.is_persistent());
+    // A save that blocks in the "keyring" until released.
+    let gate = release.clone();
+    let keep: KeepAlive = Arc::new(());
+    let weak = Arc::downgrade(&keep);
+    let failed = store
+        .call(Op::Save, Some(keep), move |slot| {
+            let (released, wake) = &*gate;
+            let mut released = released.lock().unwrap();
+            while !*released {
+                released = wake.wait(released).unwrap();
+            }
+            match slot {
+                Slot::Keyring(entry) => entry.set_password(SECRET).map_err(|e| describe(&e)),
+                _ => unreachable!("a keyring store"),
+            }
+        })
+        .await
+        .unwrap_err();
+    assert!(failed.timed_out, "{:?}", failed.error);
+    assert!(weak.upgrade().is_some(), "kept while the call is under way");
+    let settled = tokio::spawn({
+        let store = store.clone();
+        async move { store.settled().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!settled.is_finished());
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
+    settled.await.unwrap();
+    assert!(weak.upgrade().is_none(), "let go once the call returned");
+    // The write landed after its caller was told it timed out: the owner reconciles.
+    assert_eq!(store.load().await.unwrap().as_deref(), Some(SECRET));
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,7 +288,7 @@ async fn a_hanging_backend_is_given_up_after_the_timeout() {
     };
     let started = tokio::time::Instant::now();
     let all = Some(vec![Keyring::SecretService, Keyring::Keyutils]);
-    let store = SessionStore::open_with(all, "s", "p", T, None, hang).await;
+    let store = SessionStore::open_with(all, false, "s", "p", T, None, hang).await;
     assert_eq!(store.backend_name(), "memory");
     assert!(!store.is_persistent());
     // Both probes waited for the timeout, one after the other.
@@ -177,6 +306,7 @@ async fn keyring_errors_are_storage_errors_without_the_secret() {
     let build = move |_: Keyring, s: &str, p: &str| shared.build(s, p, None);
     let store = SessionStore::open_with(
         Some(vec![Keyring::Keyutils]),
+        false,
         "svc",
         "profile",
         T,
@@ -212,7 +342,8 @@ async fn keyring_errors_are_storage_errors_without_the_secret() {
 
 #[tokio::test]
 async fn fault_fail_fails_every_operation() {
-    let store = SessionStore::open_with(None, "s", "p", T, Some(Fault::Fail), working(&[])).await;
+    let store =
+        SessionStore::open_with(None, false, "s", "p", T, Some(Fault::Fail), working(&[])).await;
     for err in [
         store.load().await.unwrap_err(),
         store.save(SECRET).await.unwrap_err(),
@@ -226,8 +357,16 @@ async fn fault_fail_fails_every_operation() {
 
 #[tokio::test]
 async fn fault_fail_writes_fails_saves_and_deletes_only() {
-    let store =
-        SessionStore::open_with(None, "s", "p", T, Some(Fault::FailWrites), working(&[])).await;
+    let store = SessionStore::open_with(
+        None,
+        false,
+        "s",
+        "p",
+        T,
+        Some(Fault::FailWrites),
+        working(&[]),
+    )
+    .await;
     assert_eq!(store.load().await.unwrap(), None);
     for err in [
         store.save(SECRET).await.unwrap_err(),
@@ -243,6 +382,7 @@ async fn fault_hang_times_out_every_operation() {
     let timeout = Duration::from_millis(1500);
     let store = SessionStore::open_with(
         Some(vec![Keyring::Keyutils]),
+        false,
         "s",
         "p",
         timeout,

@@ -1,8 +1,12 @@
-//! Composio integrations: toolkits, connections, authorize, delete.
+//! Composio integrations. This file: toolkits, connections, authorize, delete, and what the
+//! submodules share (param checks, path and query escaping, the free-form size cap). The
+//! submodules: [`tools`] (list the agent's tools, execute one), [`github`] (a GitHub
+//! connection's repositories), [`triggers`] (available and active triggers, enable, disable).
 //!
 //! Each function takes the authenticated [`BackendClient`] the session gate hands it and
 //! typed params, and returns a typed result (camelCase on the wire). The backend's `data`
-//! is read leniently and normalized, since its exact shape is not pinned down:
+//! for the four methods of this file is read leniently and normalized, since its exact shape
+//! is not pinned down:
 //!
 //! - toolkits: `{toolkits: [...]}` or a bare array; each item a string or an object with a
 //!   `slug`, `key`, `name` or `id`.
@@ -14,9 +18,18 @@
 //! - delete: `{deleted: bool}`, or no data at all (the backend said `success: true`), which
 //!   means deleted.
 //!
-//! Anything that cannot be normalized is a malformed backend answer (reported to Sentry).
+//! The submodules' answers have a pinned shape (camelCase, as the backend sends it): typed
+//! fields are checked, free-form ones (a tool's `parameters`, an execution's `data`, a
+//! trigger's `defaultConfig`/`triggerConfig`) pass through unchanged.
+//!
+//! Anything that cannot be normalized or decoded is a malformed backend answer (reported to
+//! Sentry).
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+pub mod github;
+pub mod tools;
+pub mod triggers;
+
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use schemars::JsonSchema;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -246,6 +259,157 @@ fn connection_path(id: &str) -> Result<String> {
         "{BASE}/connections/{}",
         utf8_percent_encode(id, SEGMENT)
     ))
+}
+
+/// Characters escaped in a query value: all but RFC 3986's unreserved `A-Z a-z 0-9 - . _ ~`
+/// (so `,`, `&`, `=`, `+`, `#`, `%`, spaces and non-ASCII are escaped).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The most a free-form object param (`arguments`, `triggerConfig`) may take, serialized as
+/// compact JSON: the same 64 KiB cap as the free-form params of `auth_store_session`.
+const MAX_FREE_FORM_BYTES: usize = crate::domains::auth::MAX_FREE_FORM_BYTES;
+
+/// An id sent as one path segment (`/triggers/{triggerId}`): a [`required`] param that holds
+/// no `/` or `\` and is not `.` or `..` (which would reach another route), escaped.
+fn segment(field: &str, value: &str) -> Result<String> {
+    let value = required(field, value)?;
+    if value.contains(['/', '\\']) {
+        return Err(Error::invalid_params(
+            field,
+            format!("`{field}` must not contain `/` or `\\`"),
+        ));
+    }
+    if value == "." || value == ".." {
+        return Err(Error::invalid_params(
+            field,
+            format!("`{field}` must not be `.` or `..`"),
+        ));
+    }
+    Ok(utf8_percent_encode(value, SEGMENT).to_string())
+}
+
+/// One query value, escaped.
+fn query_value(value: &str) -> String {
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
+/// `path`, then `?name=value&...` for the pairs that have a value (values already escaped);
+/// `path` alone when none has.
+fn with_query(path: String, pairs: &[(&str, Option<String>)]) -> String {
+    let mut url = path;
+    let mut separator = '?';
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            url.push(separator);
+            url.push_str(name);
+            url.push('=');
+            url.push_str(value);
+            separator = '&';
+        }
+    }
+    url
+}
+
+/// Refuses a free-form object over [`MAX_FREE_FORM_BYTES`] as compact JSON, naming it (never
+/// quoting it).
+fn free_form(field: &str, value: &Map<String, Value>) -> Result<()> {
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Writing stops at the first byte past the budget: a huge value costs no more than that.
+    if serde_json::to_writer(Budget(MAX_FREE_FORM_BYTES), value).is_err() {
+        return Err(Error::invalid_params(
+            field,
+            format!(
+                "`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} bytes serialized \
+                 as JSON (64 KiB)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// The submodules' params checks, run while params are parsed (so a bad value is `invalid
+// params` before the gate) and again by the domain functions.
+
+/// A [`required`] string param, trimmed.
+fn text_param<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    Ok(required(field, &value)
+        .map_err(param_error::<D>)?
+        .to_string())
+}
+
+/// An optional [`required`] string param, trimmed; `null` is absent.
+fn optional_text_param<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|value| {
+            Ok(required(field, &value)
+                .map_err(param_error::<D>)?
+                .to_string())
+        })
+        .transpose()
+}
+
+/// A string param sent as one path segment (see [`segment`]), trimmed.
+fn segment_param<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    segment(field, &value).map_err(param_error::<D>)?;
+    Ok(value.trim().to_string())
+}
+
+/// A free-form object param (see [`free_form`]).
+fn free_form_param<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<Map<String, Value>, D::Error> {
+    let value = Map::deserialize(d)?;
+    free_form(field, &value).map_err(param_error::<D>)?;
+    Ok(value)
+}
+
+/// An optional free-form object param; `null` is absent.
+fn optional_free_form_param<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<Option<Map<String, Value>>, D::Error> {
+    let value = Option::<Map<String, Value>>::deserialize(d)?;
+    if let Some(value) = &value {
+        free_form(field, value).map_err(param_error::<D>)?;
+    }
+    Ok(value)
+}
+
+/// A string of a backend answer that must not be blank (an id, a slug, a name).
+fn non_blank<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let value = String::deserialize(d)?;
+    if value.trim().is_empty() {
+        return Err(D::Error::custom("expected a non-blank string"));
+    }
+    Ok(value)
 }
 
 fn malformed(message: impl Into<String>) -> Error {
