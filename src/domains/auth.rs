@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::fits_serialized;
+
 use crate::backend::auth_server::{AuthServer, LogoutScope};
 use crate::error::{AuthExpiredReason, Error, Result};
 use crate::session::gate::Gate;
@@ -108,24 +110,6 @@ fn too_big(field: &str, unit: &str) -> Error {
         field,
         format!("`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} {unit} (64 KiB)"),
     )
-}
-
-/// Whether `value` serializes to at most `limit` bytes; stops writing once past it.
-fn fits_serialized(value: &Value, limit: usize) -> bool {
-    struct Budget(usize);
-    impl std::io::Write for Budget {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 = self
-                .0
-                .checked_sub(buf.len())
-                .ok_or_else(|| std::io::Error::other("over the limit"))?;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    serde_json::to_writer(Budget(limit), value).is_ok()
 }
 
 pub async fn store_session(sessions: &Sessions, params: StoreSessionParams) -> Result<AuthState> {

@@ -317,21 +317,7 @@ fn with_query(path: String, pairs: &[(&str, Option<String>)]) -> String {
 /// Refuses a free-form object over [`MAX_FREE_FORM_BYTES`] as compact JSON, naming it (never
 /// quoting it).
 fn free_form(field: &str, value: &Map<String, Value>) -> Result<()> {
-    struct Budget(usize);
-    impl std::io::Write for Budget {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 = self
-                .0
-                .checked_sub(buf.len())
-                .ok_or_else(|| std::io::Error::other("over the limit"))?;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    // Writing stops at the first byte past the budget: a huge value costs no more than that.
-    if serde_json::to_writer(Budget(MAX_FREE_FORM_BYTES), value).is_err() {
+    if !super::fits_serialized(value, MAX_FREE_FORM_BYTES) {
         return Err(Error::invalid_params(
             field,
             format!(
