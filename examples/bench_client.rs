@@ -208,14 +208,21 @@ impl Server {
             .unwrap_or_else(|e| fail(&format!("{name}: write failed: {e}")));
     }
 
+    /// The next line that is not a notification (the sidecar announces its session with
+    /// `auth_state_changed` INITIAL_SESSION at start).
     fn recv(&mut self, line: &mut Vec<u8>) {
-        line.clear();
-        let n = self
-            .stdout
-            .read_until(b'\n', line)
-            .unwrap_or_else(|e| fail(&format!("{}: read failed: {e}", self.spec.name)));
-        if n == 0 {
-            fail(&format!("{}: closed stdout (exited?)", self.spec.name));
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_until(b'\n', line)
+                .unwrap_or_else(|e| fail(&format!("{}: read failed: {e}", self.spec.name)));
+            if n == 0 {
+                fail(&format!("{}: closed stdout (exited?)", self.spec.name));
+            }
+            if !is_notification(line) {
+                return;
+            }
         }
     }
 
@@ -362,13 +369,18 @@ fn throughput(spec: &Spec, n: u64, inflight: usize, server_stderr: bool) -> f64 
         });
         let reader = s.spawn(move || {
             let mut line = Vec::with_capacity(128);
-            for _ in 0..n {
+            let mut answered = 0;
+            while answered < n {
                 line.clear();
                 match reader.read_until(b'\n', &mut line) {
                     Ok(0) => fail(&format!("{name}: closed stdout mid-run")),
                     Ok(_) => {}
                     Err(e) => fail(&format!("{name}: read: {e}")),
                 }
+                if is_notification(&line) {
+                    continue;
+                }
+                answered += 1;
                 if kind == Kind::JsonRpc && !line.windows(PONG.len()).any(|w| w == PONG) {
                     fail(&format!(
                         "{name}: unexpected response: {}",
@@ -668,4 +680,10 @@ fn main() {
     if o.strict && !all_ok {
         std::process::exit(1);
     }
+}
+
+/// A line the server sent on its own (a JSON-RPC notification), not an answer.
+fn is_notification(line: &[u8]) -> bool {
+    const MARK: &[u8] = b"\"method\":\"auth_state_changed\"";
+    line.windows(MARK.len()).any(|w| w == MARK)
 }

@@ -594,8 +594,9 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("unexpected core_version result {v}"),
     )?;
 
-    // 2. Signed out at start.
+    // 2. Signed out at start: the sidecar announced it (INITIAL_SESSION), and says so.
     let r = sc.call(2, "auth_get_state", json!({}), "nobody is signed in yet")?;
+    sc.expect_notification("INITIAL_SESSION", None)?;
     if result(&r, "auth_get_state")?["isAuthenticated"] == true {
         // Only possible with a persistent keyring and a session left by an earlier run.
         println!(

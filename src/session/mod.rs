@@ -171,8 +171,8 @@ impl Sessions {
     }
 
     /// The first load: a pending sign-out is completed (or at least honoured) before the
-    /// stored session is loaded; then INITIAL_SESSION, whatever was found (unless the
-    /// keyring is `memory`, where nothing is ever loaded).
+    /// stored session is loaded; then INITIAL_SESSION, whatever was found (with `memory`:
+    /// always signed out).
     async fn load(&self) {
         let store = SessionStore::open(&self.options).await;
         if let Some(error) = store.unusable_keyring() {
@@ -208,11 +208,9 @@ impl Sessions {
             }
         };
         self.set_current(session.map(Arc::new));
-        // With `memory` as asked there is nothing to load: a fresh process is always signed
-        // out, which the shell knows from its configuration (docs/protocol.md).
-        if self.options.kind != KeyringKind::Memory {
-            self.emit(AuthEvent::InitialSession, &store);
-        }
+        // Whatever the keyring (with `memory` a fresh process is always signed out): a shell
+        // waits for this event instead of polling, so it must always come.
+        self.emit(AuthEvent::InitialSession, &store);
     }
 
     /// The session the keyring holds. An unreadable secret counts as none (and is left as
@@ -922,7 +920,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn user_updated_only_when_the_user_changed_and_no_initial_session_on_memory() {
+    async fn user_updated_only_when_the_user_changed_and_initial_session_first() {
         let (sessions, events) = recording(None);
         sessions
             .sign_in(session("access-upd-opaque", "refresh-upd-opaque"))
@@ -945,8 +943,11 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(names(&events), ["SIGNED_IN", "USER_UPDATED"]);
-        assert_eq!(lock_std(&events)[1].state.user, Some(other));
+        assert_eq!(
+            names(&events),
+            ["INITIAL_SESSION", "SIGNED_IN", "USER_UPDATED"]
+        );
+        assert_eq!(lock_std(&events)[2].state.user, Some(other));
     }
 
     #[tokio::test(start_paused = true)]
@@ -968,7 +969,7 @@ mod tests {
         // Upkeep retries it (still refused here): still pending, nothing announced again.
         sessions.maintain().await;
         assert!(sessions.sign_out_pending());
-        assert_eq!(names(&events), ["SIGNED_OUT"]);
+        assert_eq!(names(&events), ["INITIAL_SESSION", "SIGNED_OUT"]);
     }
 
     #[tokio::test]

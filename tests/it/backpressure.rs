@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::fake_backend::SilentBackend;
@@ -329,11 +329,7 @@ async fn a_closed_stdout_with_stdin_open_and_idle_ends_the_process_promptly() {
         .unwrap();
     stdin.flush().await.unwrap();
     let mut stdout = BufReader::new(sidecar.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    tokio::time::timeout(TIMEOUT, stdout.read_line(&mut first))
-        .await
-        .expect("the ping is answered")
-        .expect("read");
+    let first = crate::harness::read_answer_line(&mut stdout).await;
     assert!(first.contains(r#""pong":true"#), "{first}");
 
     drop(stdout); // the shell stops listening; stdin stays open, nothing more is sent

@@ -126,6 +126,13 @@ async fn the_demo_walks_through_the_whole_flow() {
         2,
         "{stdout}"
     );
+    assert_eq!(
+        stdout
+            .matches("notification auth_state_changed: INITIAL_SESSION")
+            .count(),
+        1,
+        "the start is announced once:\n{stdout}"
+    );
     assert!(!stdout.contains('\x1b'), "colors on a pipe:\n{stdout}");
     let lines = stdout.lines().count();
     assert!(

@@ -270,11 +270,7 @@ async fn the_process_is_not_dumpable() {
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"core_ping\"}\n")
         .await
         .expect("write");
-    let mut line = String::new();
-    tokio::time::timeout(TIMEOUT, stdout.read_line(&mut line))
-        .await
-        .expect("an answer in time")
-        .expect("read");
+    let line = crate::harness::read_answer_line(&mut stdout).await;
     let pong: Value = serde_json::from_str(&line).expect("JSON");
     assert_eq!(pong["result"]["pong"], true, "{line}");
 

@@ -42,6 +42,15 @@ pub struct Sidecar {
     readers: Vec<JoinHandle<()>>,
     secrets: Vec<String>,
     next_id: u64,
+    /// The INITIAL_SESSION of a `memory` sidecar, set aside (see [`Sidecar::spawn_with_args`]).
+    initial_session: tokio::sync::watch::Receiver<Option<Value>>,
+}
+
+/// Whether a stdout line is the INITIAL_SESSION notification every sidecar sends once at
+/// start (tests that read the raw pipe leave it out with this).
+pub fn is_initial_session(line: &str) -> bool {
+    line.contains(r#""method":"auth_state_changed""#)
+        && line.contains(r#""event":"INITIAL_SESSION""#)
 }
 
 /// Removes the inherited settings of the sidecar from a command, so only what a test passes
@@ -65,7 +74,17 @@ impl Sidecar {
         Self::spawn_with_args(&[], env)
     }
 
+    /// With the `memory` keyring (the default here) the one INITIAL_SESSION the sidecar
+    /// sends at start, always signed out, is set aside rather than read as a line: the tests
+    /// of everything else then see stdout as they would without it, and
+    /// [`Sidecar::initial_session`] has it. With any other keyring it is read like any line.
     pub fn spawn_with_args(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+        let memory = env
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == "CORE_SIDECAR_KEYRING")
+            .is_none_or(|(_, value)| *value == "memory");
+        let (initial_tx, initial_session) = tokio::sync::watch::channel(None);
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -89,9 +108,14 @@ impl Sidecar {
                 match reader.read_until(b'\n', &mut line).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        out.lock().unwrap().extend_from_slice(&line);
                         let text = String::from_utf8_lossy(&line);
                         let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+                        if memory && initial_tx.borrow().is_none() && is_initial_session(&text) {
+                            initial_tx
+                                .send_replace(Some(serde_json::from_str(&text).expect("JSON")));
+                            continue;
+                        }
+                        out.lock().unwrap().extend_from_slice(&line);
                         let _ = tx.send(text);
                     }
                 }
@@ -120,7 +144,19 @@ impl Sidecar {
             readers: vec![stdout_task, stderr_task],
             secrets: DEFAULT_SECRETS.iter().map(|s| s.to_string()).collect(),
             next_id: 1,
+            initial_session,
         }
+    }
+
+    /// The INITIAL_SESSION a `memory` sidecar sent, once it has arrived (it may come after
+    /// the first answers: `core_ping` does not wait for the session to load).
+    pub async fn initial_session(&self) -> Value {
+        let mut initial = self.initial_session.clone();
+        let arrived = tokio::time::timeout(TIMEOUT, initial.wait_for(Option::is_some))
+            .await
+            .unwrap_or_else(|_| panic!("no INITIAL_SESSION within {TIMEOUT:?}"))
+            .expect("the stdout reader keeps the sender until stdout closes");
+        arrived.clone().expect("waited for Some")
     }
 
     /// Registers a string that must never appear on stdout or stderr.
@@ -381,4 +417,27 @@ pub fn secret_tool_lookup(service: &str) -> Option<String> {
 /// The session secret the Secret Service holds for `service`, parsed.
 pub fn secret_tool_json(service: &str) -> Option<serde_json::Value> {
     secret_tool_lookup(service).map(|text| serde_json::from_str(&text).expect("one JSON secret"))
+}
+
+/// Raw stdout without the INITIAL_SESSION line, for tests that compare the whole output.
+pub fn without_initial_session(stdout: &str) -> String {
+    stdout
+        .split_inclusive('\n')
+        .filter(|line| !is_initial_session(line))
+        .collect()
+}
+
+/// The next line of a raw stdout pipe that is not the INITIAL_SESSION notification.
+pub async fn read_answer_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let mut line = String::new();
+        tokio::time::timeout(TIMEOUT, reader.read_line(&mut line))
+            .await
+            .expect("a line in time")
+            .expect("read");
+        if !is_initial_session(&line) {
+            return line;
+        }
+    }
 }

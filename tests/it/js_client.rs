@@ -123,15 +123,16 @@ async fn the_demo_runs_against_the_binary() {
         .filter(|(l, _)| l == "notification auth_state_changed")
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(notifications.len(), 2, "{stdout}");
+    assert_eq!(notifications.len(), 3, "{stdout}");
+    assert_eq!(notifications[0]["event"], "INITIAL_SESSION", "{stdout}");
     for params in &notifications {
         assert_valid_notification(
             &json!({"jsonrpc": "2.0", "method": "auth_state_changed", "params": params}),
         );
     }
-    assert_eq!(notifications[0]["event"], "SIGNED_IN");
-    assert_eq!(notifications[1]["event"], "SIGNED_OUT");
-    assert_eq!(notifications[1]["reason"], "signed_out");
+    assert_eq!(notifications[1]["event"], "SIGNED_IN");
+    assert_eq!(notifications[2]["event"], "SIGNED_OUT");
+    assert_eq!(notifications[2]["reason"], "signed_out");
 
     let (_, error) = &steps[labels.iter().position(|l| l.ends_with("error")).unwrap()];
     assert_eq!(error["code"], -32001);

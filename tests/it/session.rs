@@ -483,3 +483,31 @@ async fn auth_get_user_emits_user_updated_only_when_the_user_changed() {
     assert_eq!(state["result"]["user"], user["result"]);
     stop(sidecar).await;
 }
+
+/// With the `memory` keyring there is nothing to load, and INITIAL_SESSION still comes, once,
+/// signed out and not persistent: a shell can always wait for it instead of polling.
+#[tokio::test]
+async fn a_memory_keyring_still_sends_initial_session_signed_out() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    let pong = sidecar.request("core_ping", serde_json::Value::Null).await;
+    assert_eq!(pong["result"]["pong"], true, "{pong}");
+    let initial = sidecar.initial_session().await;
+    assert_eq!(initial["method"], "auth_state_changed", "{initial}");
+    assert_eq!(initial["params"]["event"], "INITIAL_SESSION", "{initial}");
+    assert_eq!(
+        initial["params"]["state"]["isAuthenticated"], false,
+        "{initial}"
+    );
+    assert_eq!(initial["params"]["state"]["persistent"], false, "{initial}");
+    crate::schema::assert_valid_notification(&initial);
+    // Only once: a sign-in afterwards is SIGNED_IN, and nothing else was announced.
+    let stored = sidecar
+        .request(
+            "auth_store_session",
+            json!({"access_token": "opaque-access-token-1"}),
+        )
+        .await;
+    assert_eq!(stored["result"]["isAuthenticated"], true, "{stored}");
+    let event = sidecar.recv_notification("auth_state_changed").await;
+    assert_eq!(event["params"]["event"], "SIGNED_IN", "{event}");
+}

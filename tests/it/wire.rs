@@ -330,9 +330,11 @@ async fn piped_single_request_prints_one_line_and_exits_zero() {
         .expect("output");
     assert!(output.status.success(), "{:?}", output.status);
     assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
     assert_eq!(
-        String::from_utf8(output.stdout).expect("utf-8"),
-        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"pong\":true}}\n"
+        crate::harness::without_initial_session(&stdout),
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"pong\":true}}\n",
+        "{stdout}"
     );
 }
 
@@ -695,9 +697,10 @@ async fn one_socket_as_stdin_and_stdout_is_served_non_blocking_and_left_as_found
     }
     ours.write_all(input.as_bytes()).expect("write");
     let reader = ours.try_clone().expect("dup");
-    let lines = read_lines(reader, 20).await;
+    let lines = read_lines(reader, 21).await;
     let mut ids: Vec<u64> = lines
         .iter()
+        .filter(|line| !crate::harness::is_initial_session(line))
         .map(|line| {
             let value: Value = serde_json::from_str(line).expect("whole JSON lines");
             assert!(value.get("result").is_some(), "{value}");
@@ -769,7 +772,7 @@ async fn stdout_shared_with_stderr_stays_blocking_and_lines_stay_whole() {
         .expect("reader");
     let responses: Vec<Value> = output
         .lines()
-        .filter(|line| line.starts_with('{'))
+        .filter(|line| line.starts_with('{') && !crate::harness::is_initial_session(line))
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("torn ({e}): {line}")))
         .collect();
     assert_eq!(responses.len(), 50, "{output}");
@@ -808,7 +811,8 @@ async fn stdin_from_a_file_is_read_by_a_reader_thread() {
         .expect("exits at the end of the file")
         .expect("output");
     assert_eq!(output.status.code(), Some(0));
-    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let stdout =
+        crate::harness::without_initial_session(&String::from_utf8(output.stdout).expect("UTF-8"));
     assert_eq!(stdout.lines().count(), 10, "{stdout}");
     assert!(
         stdout.lines().all(|l| l.contains(r#""pong":true"#)),
