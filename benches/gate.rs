@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_sidecar::backend::{Backend, BackendClient};
-use core_sidecar::config::KeyringKind;
 use core_sidecar::domains::auth::{self, StoreSessionParams};
 use core_sidecar::error::Result;
 use core_sidecar::session::gate::Gate;
@@ -37,13 +36,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let sessions = Sessions::new(
-            StoreOptions {
-                kind: KeyringKind::Memory,
-                service: "core-sidecar-bench".into(),
-                profile: "bench".into(),
-                timeout: Duration::from_secs(5),
-                fault: None,
-            },
+            StoreOptions::memory("core-sidecar-bench"),
             Arc::new(|_| {}),
             Telemetry::new(),
         );

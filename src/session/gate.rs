@@ -165,7 +165,6 @@ mod tests {
 
     use super::*;
     use crate::backend::auth_server::{IssuedSession, TokenEndpoint};
-    use crate::config::KeyringKind;
     use crate::error::ErrorKind;
     use crate::session::model::unix_now;
     use crate::session::refresh::{GATE_THRESHOLD_S, RETRY_BUDGET};
@@ -217,13 +216,7 @@ mod tests {
 
     fn fixture(script: Script, auth_server: bool) -> Fixture {
         let sessions = Sessions::new(
-            StoreOptions {
-                kind: KeyringKind::Memory,
-                service: "gate-tests".into(),
-                profile: "default".into(),
-                timeout: Duration::from_secs(5),
-                fault: None,
-            },
+            StoreOptions::memory("gate-tests"),
             Arc::new(|_| {}),
             Telemetry::new(),
         );

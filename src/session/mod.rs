@@ -803,17 +803,10 @@ fn lock_std<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyringKind;
 
     fn sessions(telemetry: &Telemetry) -> Arc<Sessions> {
         Sessions::new(
-            StoreOptions {
-                kind: KeyringKind::Memory,
-                service: "session-tests".into(),
-                profile: "default".into(),
-                timeout: Duration::from_secs(5),
-                fault: None,
-            },
+            StoreOptions::memory("session-tests"),
             Arc::new(|_| {}),
             telemetry.clone(),
         )
@@ -894,11 +887,8 @@ mod tests {
         let sink = events.clone();
         let sessions = Sessions::new(
             StoreOptions {
-                kind: KeyringKind::Memory,
-                service: "session-tests".into(),
-                profile: "default".into(),
-                timeout: Duration::from_secs(5),
                 fault,
+                ..StoreOptions::memory("session-tests")
             },
             Arc::new(move |change| lock_std(&sink).push(change)),
             Telemetry::new(),

@@ -423,15 +423,20 @@ mod tests {
         assert!(Secret::new("  ").is_none());
     }
 
-    #[test]
-    fn the_stored_form_round_trips_and_is_the_only_one_with_tokens() {
-        let session = Session {
+    /// A session with every field set, its tokens `tok-123` and `ref-456`.
+    fn signed_in() -> Session {
+        Session {
             access_token: Secret::new("tok-123").unwrap(),
             refresh_token: Secret::new("ref-456"),
             expires_at: Some(100),
             token_type: Some("bearer".into()),
             user: Some(serde_json::json!({"id": "u1"})),
-        };
+        }
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_and_is_the_only_one_with_tokens() {
+        let session = signed_in();
         let json = StoredSession::to_json(&session);
         assert!(
             json.contains("tok-123") && json.contains("ref-456"),
@@ -464,13 +469,7 @@ mod tests {
 
     #[test]
     fn state_carries_no_token() {
-        let session = Session {
-            access_token: Secret::new("tok-123").unwrap(),
-            refresh_token: Secret::new("ref-456"),
-            expires_at: Some(100),
-            token_type: Some("bearer".into()),
-            user: Some(serde_json::json!({"id": "u1"})),
-        };
+        let session = signed_in();
         let state = serde_json::to_string(&AuthState::of(Some(&session), true)).unwrap();
         assert!(!state.contains("tok-123") && !state.contains("ref-456"));
         assert!(state.contains(r#""userId":"u1""#));

@@ -432,7 +432,6 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::config::KeyringKind;
     use crate::session::{AuthStateChanged, StoreOptions};
 
     /// A token endpoint scripted answer by answer, recording when each call came.
@@ -488,13 +487,7 @@ mod tests {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         let sessions = Sessions::new(
-            StoreOptions {
-                kind: KeyringKind::Memory,
-                service: "refresh-tests".into(),
-                profile: "default".into(),
-                timeout: Duration::from_secs(5),
-                fault: None,
-            },
+            StoreOptions::memory("refresh-tests"),
             Arc::new(move |change| lock(&sink).push(change)),
             Telemetry::new(),
         );

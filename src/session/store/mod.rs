@@ -69,6 +69,20 @@ pub struct StoreOptions {
     pub fault: Option<Fault>,
 }
 
+impl StoreOptions {
+    /// Process memory only, entry `service`/`default`, the default keyring timeout and no
+    /// fault: what unit tests and benchmarks run on.
+    pub fn memory(service: &str) -> Self {
+        Self {
+            kind: KeyringKind::Memory,
+            service: service.to_string(),
+            profile: "default".into(),
+            timeout: Duration::from_secs(5),
+            fault: None,
+        }
+    }
+}
+
 /// A store operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
