@@ -183,3 +183,251 @@ fn demo_sh_is_valid_bash() {
         .expect("run bash -n");
     assert!(status.success(), "bash -n {} failed", script.display());
 }
+
+/// The dev backend's auth server answers as GoTrue does, for every flow the sign-in methods
+/// use: what the demo (and a developer trying the sidecar by hand) relies on.
+#[tokio::test]
+async fn the_dev_auth_server_signs_in_like_gotrue() {
+    use base64::Engine;
+    use serde_json::{Value, json};
+    use sha2::Digest;
+
+    let (_backend, url) = dev_backend().await;
+    let auth = format!("{url}/auth/v1");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |path: &str, body: Value| http.post(format!("{auth}{path}")).json(&body).send();
+    // GoTrue's error: status, `x-sb-error-code` and `{code, error_code, msg}`.
+    async fn refused(response: reqwest::Response, status: u16, code: &str) {
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()["x-sb-error-code"], code);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], status);
+        assert_eq!(body["error_code"], code);
+        assert!(body["msg"].is_string(), "{body}");
+    }
+    async fn session(response: reqwest::Response) -> Value {
+        assert_eq!(response.status(), 200);
+        let s: Value = response.json().await.unwrap();
+        assert!(
+            s["access_token"].as_str().unwrap().starts_with("eyJ"),
+            "{s}"
+        );
+        assert!(s["refresh_token"].as_str().unwrap().len() >= 20, "{s}");
+        assert_eq!(s["token_type"], "bearer");
+        assert_eq!(s["expires_in"], 3600);
+        assert!(s["expires_at"].as_u64().is_some());
+        assert_eq!(s["user"]["email"], "demo@example.com", "{s}");
+        s
+    }
+
+    // Password.
+    refused(
+        post(
+            "/token?grant_type=password",
+            json!({"email": "demo@example.com", "password": "wrong-password"}),
+        )
+        .await
+        .unwrap(),
+        400,
+        "invalid_credentials",
+    )
+    .await;
+    let first = session(
+        post(
+            "/token?grant_type=password",
+            json!({"email": "demo@example.com", "password": "demo-password", "gotrue_meta_security": {}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+
+    // The product backend reads the user from the access token.
+    let bearer = |s: &Value| format!("Bearer {}", s["access_token"].as_str().unwrap());
+    let me: Value = http
+        .get(format!("{url}/auth/me"))
+        .header("authorization", bearer(&first))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"]["id"], first["user"]["id"]);
+    assert_eq!(me["data"]["email"], "demo@example.com");
+
+    // OTP: a wrong code, the right one (read where scripts read it), then it is spent.
+    let otp_body = json!({"email": "demo@example.com", "data": {}, "create_user": true,
+        "gotrue_meta_security": {}, "code_challenge": null, "code_challenge_method": null});
+    let sent = post("/otp", otp_body).await.unwrap();
+    assert_eq!(sent.status(), 200);
+    let dev: Value = http
+        .get(format!("{url}/dev/otp?email=demo%40example.com"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = dev["data"]["code"].as_str().unwrap().to_string();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{dev}"
+    );
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let verify =
+        |token: &str| json!({"email": "demo@example.com", "token": token, "type": "email"});
+    refused(
+        post("/verify", verify(wrong)).await.unwrap(),
+        403,
+        "otp_expired",
+    )
+    .await;
+    let by_otp = session(post("/verify", verify(&code)).await.unwrap()).await;
+    refused(
+        post("/verify", verify(&code)).await.unwrap(),
+        403,
+        "otp_expired",
+    )
+    .await;
+
+    // OAuth PKCE: the redirect carries a code; a wrong verifier leaves it usable; once only.
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let verifier = b64(&[7u8; 64]);
+    let challenge = b64(&sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect = http
+        .get(format!(
+            "{auth}/authorize?provider=github&redirect_to=coresidecar-demo%3A%2F%2Fauth%2Fcallback\
+             &code_challenge={challenge}&code_challenge_method=s256"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 302);
+    let location = redirect.headers()["location"].to_str().unwrap().to_string();
+    let auth_code = location
+        .strip_prefix("coresidecar-demo://auth/callback?code=")
+        .unwrap_or_else(|| panic!("unexpected Location {location}"))
+        .to_string();
+    let exchange = |verifier: &str| json!({"auth_code": auth_code, "code_verifier": verifier});
+    refused(
+        post("/token?grant_type=pkce", exchange(&format!("{verifier}x")))
+            .await
+            .unwrap(),
+        400,
+        "bad_code_verifier",
+    )
+    .await;
+    let by_oauth = session(
+        post("/token?grant_type=pkce", exchange(&verifier))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        by_oauth["user"]["app_metadata"]["providers"],
+        json!(["email", "github"])
+    );
+    refused(
+        post("/token?grant_type=pkce", exchange(&verifier))
+            .await
+            .unwrap(),
+        404,
+        "flow_state_not_found",
+    )
+    .await;
+    refused(
+        http.get(format!("{auth}/authorize?provider=nope"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "validation_failed",
+    )
+    .await;
+
+    // Refresh tokens rotate; a spent one is refused and ends its session.
+    let refresh = |s: &Value| json!({"refresh_token": s["refresh_token"]});
+    let rotated = session(
+        post("/token?grant_type=refresh_token", refresh(&first))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(rotated["refresh_token"], first["refresh_token"]);
+    assert_ne!(rotated["access_token"], first["access_token"]);
+    refused(
+        post("/token?grant_type=refresh_token", refresh(&first))
+            .await
+            .unwrap(),
+        400,
+        "refresh_token_already_used",
+    )
+    .await;
+    let user = |s: &Value| {
+        http.get(format!("{auth}/user"))
+            .header("authorization", bearer(s))
+            .send()
+    };
+    refused(user(&rotated).await.unwrap(), 403, "session_not_found").await;
+
+    // /user, PUT /user, /logout.
+    let me: Value = user(&by_otp).await.unwrap().json().await.unwrap();
+    assert_eq!(me["id"], first["user"]["id"]);
+    let updated: Value = http
+        .put(format!("{auth}/user"))
+        .header("authorization", bearer(&by_otp))
+        .json(&json!({"data": {"theme": "dark"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updated["user_metadata"]["theme"], "dark");
+    refused(
+        http.get(format!("{auth}/user")).send().await.unwrap(),
+        401,
+        "no_authorization",
+    )
+    .await;
+    let out = http
+        .post(format!("{auth}/logout?scope=local"))
+        .header("authorization", bearer(&by_otp))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    refused(user(&by_otp).await.unwrap(), 403, "session_not_found").await;
+    refused(
+        post("/token?grant_type=refresh_token", refresh(&by_otp))
+            .await
+            .unwrap(),
+        400,
+        "refresh_token_not_found",
+    )
+    .await;
+
+    // /dev/revoke ends the auth server's sessions too.
+    user(&by_oauth).await.unwrap().error_for_status().unwrap();
+    http.post(format!("{url}/dev/revoke")).send().await.unwrap();
+    refused(user(&by_oauth).await.unwrap(), 403, "session_not_found").await;
+
+    // /dev/secrets lists every token, code and verifier, for leak checks.
+    let secrets: Value = http
+        .get(format!("{url}/dev/secrets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secrets = secrets["data"]["secrets"].as_array().unwrap();
+    for s in [&first, &by_otp, &by_oauth, &rotated] {
+        assert!(secrets.contains(&s["access_token"]) && secrets.contains(&s["refresh_token"]));
+    }
+    assert!(secrets.contains(&json!(verifier)) && secrets.contains(&json!(auth_code)));
+}
