@@ -287,11 +287,14 @@ fn http(method: &str, url: &str, body: Option<&Value>) -> Outcome<HttpAnswer> {
     let fail = |e: std::io::Error| format!("{method} {shown}: {e}");
     let mut stream = TcpStream::connect(host).map_err(fail)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
-    let body = body.map(Value::to_string).unwrap_or_default();
+    let (content_type, body) = match body {
+        Some(body) => ("Content-Type: application/json\r\n", body.to_string()),
+        None => ("", String::new()),
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{content_type}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(fail)?;

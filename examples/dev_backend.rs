@@ -73,7 +73,8 @@
 //!
 //! Sessions are GoTrue's: `{access_token, token_type: "bearer", expires_in: 3600, expires_at,
 //! refresh_token, user}`, the access token an HS256 JWT (key random per run) with GoTrue's
-//! claims (`sub`, `email`, `session_id`, `role`, `aal`, `amr`, ...), the refresh token random.
+//! claims (`sub`, `email`, `session_id`, `role`, `aal`, `amr`, ...) and a unique `jti`, the
+//! refresh token random.
 //! A Bearer route answers 401 `no_authorization` without a token, 403 `bad_jwt` for a token
 //! it did not sign or one past `exp`, 403 `session_not_found` once its session has ended.
 //! Errors are GoTrue's: `{code: <status>, error_code, msg}` and the `x-sb-error-code` header.
@@ -898,44 +899,55 @@ struct Auth {
     secrets: Vec<String>,
 }
 
-type Answer = Result<Response, Response>;
-
 /// GoTrue's error: `{code, error_code, msg}` and the `x-sb-error-code` header.
-fn auth_error(status: StatusCode, code: &str, msg: &str) -> Response {
-    auth_error_with(status, code, msg, Map::new())
-}
-
-fn auth_error_with(
+struct Refusal {
     status: StatusCode,
-    code: &str,
-    msg: &str,
+    code: &'static str,
+    msg: String,
     extra: Map<String, Value>,
-) -> Response {
-    let mut body = json!({"code": status.as_u16(), "error_code": code, "msg": msg});
-    body.as_object_mut().expect("an object").extend(extra);
-    let mut response = (status, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(code) {
-        response.headers_mut().insert("x-sb-error-code", value);
-    }
-    response
 }
 
-fn validation(msg: &str) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut body =
+            json!({"code": self.status.as_u16(), "error_code": self.code, "msg": self.msg});
+        body.as_object_mut().expect("an object").extend(self.extra);
+        let mut response = (self.status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert("x-sb-error-code", HeaderValue::from_static(self.code));
+        response
+    }
+}
+
+type Answer = Result<Response, Refusal>;
+
+fn auth_error(status: StatusCode, code: &'static str, msg: &str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        msg: msg.to_string(),
+        extra: Map::new(),
+    }
+}
+
+fn validation(msg: &str) -> Refusal {
     auth_error(StatusCode::BAD_REQUEST, "validation_failed", msg)
 }
 
-fn weak_password() -> Response {
-    let mut extra = Map::new();
-    extra.insert("weak_password".into(), json!({"reasons": ["length"]}));
-    auth_error_with(
+fn weak_password() -> Refusal {
+    let mut refusal = auth_error(
         StatusCode::UNPROCESSABLE_ENTITY,
         "weak_password",
         "Password should be at least 6 characters.",
-        extra,
-    )
+    );
+    refusal
+        .extra
+        .insert("weak_password".into(), json!({"reasons": ["length"]}));
+    refusal
 }
 
-fn otp_expired() -> Response {
+fn otp_expired() -> Refusal {
     auth_error(
         StatusCode::FORBIDDEN,
         "otp_expired",
@@ -944,7 +956,7 @@ fn otp_expired() -> Response {
 }
 
 /// A JSON object body (an empty body is `{}`).
-fn json_body(bytes: &Bytes) -> Result<Map<String, Value>, Response> {
+fn json_body(bytes: &Bytes) -> Result<Map<String, Value>, Refusal> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -967,7 +979,7 @@ fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 /// The email or phone of a body; an error when both are given or one is malformed.
-fn ident_of(body: &Map<String, Value>) -> Result<Option<Ident>, Response> {
+fn ident_of(body: &Map<String, Value>) -> Result<Option<Ident>, Refusal> {
     match (text(body, "email"), text(body, "phone")) {
         (Some(_), Some(_)) => Err(validation(
             "Only an email address or phone number should be provided",
@@ -1004,7 +1016,7 @@ fn ident_of(body: &Map<String, Value>) -> Result<Option<Ident>, Response> {
 fn challenge_of(
     challenge: Option<&str>,
     method: Option<&str>,
-) -> Result<Option<Challenge>, Response> {
+) -> Result<Option<Challenge>, Refusal> {
     let Some(challenge) = challenge else {
         return Ok(None);
     };
@@ -1105,6 +1117,8 @@ impl Auth {
     /// A fresh access token and refresh token for a session.
     fn tokens(&mut self, session_id: &str) -> Value {
         let now = now_secs();
+        // A token of its own even when refreshed within the same second as the last one.
+        let jti = self.rng.uuid();
         let session = &self.sessions[session_id];
         let user = self
             .user(&session.user_id)
@@ -1125,6 +1139,7 @@ impl Auth {
             "amr": [{"method": session.method, "timestamp": session.signed_in_at}],
             "session_id": session_id,
             "is_anonymous": false,
+            "jti": jti,
         });
         let user = user.to_json();
         let signed = format!(
@@ -1196,7 +1211,7 @@ impl Auth {
     }
 
     /// The Bearer token's session id and user id, or GoTrue's refusal.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<(String, String), Response> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(String, String), Refusal> {
         let Some(token) = bearer(headers) else {
             return Err(auth_error(
                 StatusCode::UNAUTHORIZED,
@@ -1357,7 +1372,7 @@ fn session_answer(session: Value) -> Response {
 }
 
 fn done(answer: Answer) -> Response {
-    answer.unwrap_or_else(|refusal| refusal)
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Logs each auth request (method, path and `grant_type` only: never a token or code).
@@ -1712,7 +1727,7 @@ async fn auth_get_user(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok((_, user_id)) => {
             Json(auth.user(&user_id).expect("authenticated").to_json()).into_response()
         }
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

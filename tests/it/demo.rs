@@ -1,7 +1,9 @@
 //! The demo (`scripts/demo.sh` = dev backend + `examples/demo.rs` driving the sidecar) as a
 //! smoke test: the built `demo` and `dev_backend` examples are run against the binary under
-//! test, so the walkthrough a newcomer sees keeps working, never prints the token, and fails
-//! loudly when a step misbehaves.
+//! test, so the walkthrough a newcomer sees (a real sign-in by emailed code, then by OAuth
+//! with PKCE, against the dev backend's auth server) keeps working, never prints a token, an
+//! auth code or a verifier, and fails loudly when a step misbehaves. The dev auth server is
+//! also checked on its own against GoTrue's answers.
 //!
 //! The examples are found next to the binary (`target/<profile>/examples/`): `cargo test`
 //! builds them before running tests. `cargo test --test it` alone does not, so a missing or
@@ -57,14 +59,30 @@ async fn demo(backend: &str) -> Output {
         .expect("demo output")
 }
 
-/// Fails if anything JWT-shaped (`eyJ`: base64 of `{"`) was printed.
-fn assert_no_token(stdout: &str, stderr: &str) {
+/// Fails if anything JWT-shaped (`eyJ`: base64 of `{"`) was printed, or any token, auth
+/// code or PKCE verifier the dev auth server issued or received (its `GET /dev/secrets`).
+async fn assert_no_secret(backend: &str, stdout: &str, stderr: &str) -> usize {
+    let listed: serde_json::Value = reqwest::get(format!("{backend}/dev/secrets"))
+        .await
+        .expect("GET /dev/secrets")
+        .json()
+        .await
+        .expect("GET /dev/secrets JSON");
+    let secrets = listed["data"]["secrets"].as_array().expect("a list");
     for (name, text) in [("stdout", stdout), ("stderr", stderr)] {
         assert!(
             !text.contains("eyJ"),
             "a JWT appeared on the demo's {name}:\n{text}"
         );
+        for secret in secrets {
+            let secret = secret.as_str().expect("a string");
+            assert!(
+                !text.contains(secret),
+                "a secret of the auth server appeared on the demo's {name}:\n{text}"
+            );
+        }
     }
+    secrets.len()
 }
 
 #[tokio::test]
@@ -78,7 +96,9 @@ async fn the_demo_walks_through_the_whole_flow() {
         "the demo failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-    assert_no_token(&stdout, &stderr);
+    let secrets = assert_no_secret(&url, &stdout, &stderr).await;
+    // Two sign-ins and one refresh: 3 access and 3 refresh tokens, an auth code, a verifier.
+    assert!(secrets >= 8, "only {secrets} secrets were checked");
 
     let expected = [
         " 1. → core_version",
@@ -86,33 +106,53 @@ async fn the_demo_walks_through_the_whole_flow() {
         r#""isAuthenticated": false"#,
         " 3. → composio_list_toolkits",
         "error -32001 auth_expired (reason: no_session)",
-        r#"auth_store_session {"access_token": "<fake JWT>""#,
+        r#" 4. → auth_sign_in_with_otp {"email": "demo@example.com"}"#,
+        r#"← {"sent": true}"#,
+        "GET /dev/otp",
+        " 5. → auth_verify_otp",
+        "error -32006 auth_failed (reason: otp_expired)",
+        r#"auth_verify_otp {"email": "demo@example.com", "token": "<the code>", "type": "email"}"#,
         "◆ notification auth_state_changed: SIGNED_IN",
-        r#""expiresAt": 4102444800"#,
+        r#""email": "demo@example.com", …}"#,
+        " 6. → composio_list_toolkits",
         r#""toolkits": ["github""#,
-        r#"composio_authorize {"toolkit": "github"}"#,
+        " 7. → user_get_profile",
+        r#""email": "demo@example.com""#,
+        " 8. → auth_sign_out",
+        "◆ notification auth_state_changed: SIGNED_OUT (reason: signed_out)",
+        r#"← {"removed": true}"#,
+        r#" 9. → auth_sign_in_with_oauth {"provider": "github", "redirect_to": "coresidecar-demo://auth/callback"}"#,
+        r#"← {"url": "http://127.0.0.1:"#,
+        "/auth/v1/authorize?provider=github&redirect_to=coresidecar-demo%3A%2F%2Fauth%2Fcallback&code_challenge=",
+        "&code_challenge_method=s256\"}",
+        r#"10. → auth_exchange_code {"auth_code": "<code from the redirect>"}"#,
+        "◆ notification auth_state_changed: SIGNED_IN",
+        r#"11. → composio_authorize {"toolkit": "github"}"#,
         r#""connectUrl": "http://127.0.0.1:"#,
         r#""connectionId": "ca_"#,
         r#""status": "ACTIVE""#,
-        " 9. → composio_list_tools",
-        "10. → composio_execute",
+        "13. → composio_list_tools",
+        "14. → composio_execute",
         r#""successful": true"#,
-        "11. → composio_list_github_repos",
+        "15. → composio_list_github_repos",
         r#""fullName": "dev-user/desktop-app""#,
-        "12. → composio_list_available_triggers",
-        "13. → composio_enable_trigger",
+        "16. → composio_list_available_triggers",
+        "17. → composio_enable_trigger",
         r#""triggerId": "ti_"#,
-        "14. → composio_list_active_triggers",
-        "15. → composio_disable_trigger",
+        "18. → composio_list_active_triggers",
+        "19. → composio_disable_trigger",
         r#""deleted": true"#,
-        "16. → composio_delete_connection",
+        "20. → composio_delete_connection",
         r#""deleted": true"#,
-        "17. → user_get_profile",
+        r#"POST /dev/revoke {"authSessions": false}"#,
+        "◆ notification auth_state_changed: TOKEN_REFRESHED",
+        r#"← {"connections": []}"#,
         "POST /dev/revoke",
-        "◆ notification auth_state_changed: SIGNED_OUT (reason: expired)",
-        "19. → auth_get_state",
+        "◆ notification auth_state_changed: SIGNED_OUT (reason: refresh_failed)",
+        "error -32001 auth_expired (reason: refresh_rejected)",
+        "23. → auth_get_state",
         "exited with status 0",
-        "✓ all 19 steps behaved as expected",
+        "✓ all 23 steps behaved as expected",
     ];
     let mut from = 0;
     for needle in expected {
@@ -128,6 +168,18 @@ async fn the_demo_walks_through_the_whole_flow() {
     );
     assert_eq!(
         stdout
+            .matches("notification auth_state_changed: SIGNED_IN")
+            .count(),
+        2,
+        "one sign-in by code, one by OAuth:\n{stdout}"
+    );
+    // The demo's own leak check ran against everything the auth server issued.
+    assert!(
+        stdout.contains("none of the") && stdout.contains("tokens, codes and verifiers"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
             .matches("notification auth_state_changed: INITIAL_SESSION")
             .count(),
         1,
@@ -136,7 +188,7 @@ async fn the_demo_walks_through_the_whole_flow() {
     assert!(!stdout.contains('\x1b'), "colors on a pipe:\n{stdout}");
     let lines = stdout.lines().count();
     assert!(
-        lines <= 60,
+        lines <= 70,
         "{lines} lines is too long for a newcomer:\n{stdout}"
     );
     assert!(
@@ -148,7 +200,7 @@ async fn the_demo_walks_through_the_whole_flow() {
 #[tokio::test]
 async fn the_demo_fails_when_a_step_misbehaves() {
     let (_backend, url) = dev_backend().await;
-    // The first backend call (step 5) answers 503.
+    // The first backend call (step 6, after the sign-in) answers 503.
     let response = reqwest::Client::new()
         .post(format!("{url}/dev/fail"))
         .json(&serde_json::json!({"status": 503}))
@@ -169,8 +221,12 @@ async fn the_demo_fails_when_a_step_misbehaves() {
         stderr.contains("demo failed") && stderr.contains("composio_list_toolkits failed"),
         "{stderr}"
     );
-    assert!(!stdout.contains("✓ all 19 steps"), "{stdout}");
-    assert_no_token(&stdout, &stderr);
+    assert!(
+        stdout.contains("SIGNED_IN"),
+        "the sign-in came first:\n{stdout}"
+    );
+    assert!(!stdout.contains("✓ all 23 steps"), "{stdout}");
+    assert_no_secret(&url, &stdout, &stderr).await;
 }
 
 #[test]
