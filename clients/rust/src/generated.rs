@@ -231,7 +231,7 @@ impl Request for AuthVerifyOtp {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AuthSignInWithOauth {
     pub provider: String,
-    /// Extra query parameters for the provider (e.g. `{"prompt": "consent"}`).
+    /// Extra query parameters for the provider (e.g. `{"prompt": "consent"}`), added in the order given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_params: Option<std::collections::BTreeMap<String, String>>,
     /// Where the browser is sent back, with `?code=`: the app's deep link.

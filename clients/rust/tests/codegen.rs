@@ -67,8 +67,7 @@ fn rustfmt(code: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-struct Generator<'a> {
-    schemas: &'a Map<String, Value>,
+struct Generator {
     out: String,
     /// Inline object types still to write, `(name, schema)`.
     pending: Vec<(String, Value)>,
@@ -80,7 +79,6 @@ fn generate(document: &Value) -> String {
         .as_object()
         .expect("components.schemas");
     let mut g = Generator {
-        schemas,
         out: String::new(),
         pending: Vec::new(),
         written: BTreeSet::new(),
@@ -122,7 +120,7 @@ fn generate(document: &Value) -> String {
     g.out
 }
 
-impl Generator<'_> {
+impl Generator {
     fn method(&mut self, method: &Value) {
         let name = method["name"].as_str().unwrap();
         let ty = camel(name);
