@@ -101,7 +101,8 @@ pub fn is_reportable(error: &Error) -> bool {
         Error::AuthExpired { .. }
         | Error::RateLimited { .. }
         | Error::Unavailable(_)
-        | Error::InvalidParams { .. } => false,
+        | Error::InvalidParams { .. }
+        | Error::Cancelled => false,
     }
 }
 
