@@ -175,7 +175,7 @@ async fn a_cancel_sent_as_a_request_is_answered_null() {
     sidecar
         .send(json!({"jsonrpc": "2.0", "id": 2, "method": "$/cancelRequest", "params": {"id": 1}}))
         .await;
-    let mut answers = vec![sidecar.recv_json().await, sidecar.recv_json().await];
+    let mut answers = [sidecar.recv_json().await, sidecar.recv_json().await];
     answers.sort_by_key(|a| a["id"].as_u64());
     assert_cancelled(&answers[0], &json!(1));
     assert_eq!(
