@@ -30,7 +30,7 @@ use crate::error::{AuthExpiredReason, Error, ErrorKind};
 use crate::session::AuthStateChanged;
 
 const TITLE: &str = "core-sidecar";
-const DESCRIPTION: &str = "JSON-RPC 2.0 over stdio (one JSON value per line) between a desktop shell and its sidecar, which keeps the user's session in the OS keyring and calls the product backend. Params are by name; results are objects with camelCase keys; no method ever returns a token. Server-to-shell notifications are listed under `x-notifications`.";
+const DESCRIPTION: &str = "JSON-RPC 2.0 over stdio (one JSON value per line) between a desktop shell and its sidecar, which keeps the user's session in the OS keyring and calls the product backend. Params are by name; results are objects with camelCase keys; no method ever returns a token. Server-to-shell notifications are listed under `x-notifications`. `core_initialize` is an optional handshake that negotiates the protocol version. A pending request is cancelled with the notification `$/cancelRequest` `{id}` (as in LSP): it is answered -32800 `cancelled`.";
 
 /// Where shared schemas live in the document.
 const COMPONENTS: &str = "#/components/schemas/";

@@ -733,6 +733,16 @@ mod tests {
         );
         assert_eq!(answer[1]["result"], "pong");
         assert_eq!(dispatcher.cancellable(), 0);
+
+        // A cancel later in the same batch ends the member it names.
+        let batch = later(dispatcher.handle_line(
+            br#"[{"jsonrpc":"2.0","id":5,"method":"hang"},{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}]"#,
+        ));
+        let answer = batch.await.expect("an answer");
+        assert!(
+            answer.starts_with(r#"[{"jsonrpc":"2.0","id":5,"error":{"code":-32800"#),
+            "{answer}"
+        );
     }
 
     #[test]
