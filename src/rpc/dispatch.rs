@@ -12,6 +12,15 @@
 //! outlives the line, so it gets an owned copy (jsonrpsee's `Params<'static>`), freed, not
 //! zeroed, when the handler is done. Lending a zeroed copy instead would need a `'static`
 //! reference that is not true; the copy is short-lived and the process is non-dumpable.
+//!
+//! **Cancellation.** Each request still pending after its first poll that has an id (a
+//! string or a number) is kept in a table by id with an abort handle ([`Pending`]), and
+//! leaves it however it ends. [`CANCEL_METHOD`] `{"id": ...}` aborts the ones with that id:
+//! the handler's future is dropped and -32800 `cancelled` is answered in its place (in a
+//! batch, in that member's place). Unknown ids are ignored.
+//!
+//! **Invalid requests** get -32600 with their id whenever it can be read (a string, a number
+//! or `null` under `id`), so a shell's pending call always ends; `id: null` otherwise.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -289,6 +289,35 @@ async fn core_initialize_says_what_the_sidecar_is_and_can_do() {
     next_line_is_ping_response(&mut sidecar, 101).await;
 }
 
+/// With a real keyring: its name, persistent, and the answer comes after INITIAL_SESSION.
+#[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
+async fn core_initialize_names_the_keyring_and_comes_after_initial_session() {
+    let service = crate::harness::unique_service("initialize");
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_KEYRING", "secret-service"),
+        ("CORE_SIDECAR_KEYRING_SERVICE", service.as_str()),
+    ]);
+    let response = sidecar
+        .request("core_initialize", json!({"protocolVersion": 1}))
+        .await;
+    assert_eq!(
+        response["result"]["keyring"],
+        json!({"backend": "secret-service", "persistent": true}),
+        "{response}"
+    );
+    let before: Vec<&Value> = sidecar
+        .notifications()
+        .iter()
+        .map(|n| &n["params"]["event"])
+        .collect();
+    assert_eq!(
+        before,
+        [&json!("INITIAL_SESSION")],
+        "read before the answer"
+    );
+}
+
 #[tokio::test]
 async fn core_initialize_reports_the_configured_upstreams() {
     let mut sidecar = Sidecar::spawn(&[
