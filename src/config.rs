@@ -136,7 +136,7 @@ impl ValueEnum for KeyringKind {
 // way clap leaves the `Option` to the parser, which turns an empty value into `None` (clap's
 // own `Option<T>` would hand `""` to `T`'s parser).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "core-sidecar", version, about, long_about = None)]
+#[command(name = "core-sidecar", version = version_text(), about, long_about = None)]
 pub struct Config {
     /// Product backend base URL. Without it, domain methods answer `unavailable`.
     #[arg(
@@ -315,6 +315,19 @@ pub struct Config {
     /// Tracing filter for the logs on stderr.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// What `--version` prints after the name: the sidecar's version and its protocol version,
+/// `0.1.0 (protocol 1)`.
+fn version_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::PROTOCOL_VERSION
+        )
+    })
 }
 
 impl Config {

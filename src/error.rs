@@ -47,6 +47,9 @@ pub enum ErrorKind {
     AuthFailed,
     InvalidParams,
     Internal,
+    /// The shell cancelled the request (`$/cancelRequest`). Answered by the transport, never
+    /// by a handler.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -60,6 +63,7 @@ impl ErrorKind {
             Self::AuthFailed => -32006,
             Self::InvalidParams => -32602,
             Self::Internal => -32603,
+            Self::Cancelled => -32800,
         }
     }
 
@@ -73,11 +77,12 @@ impl ErrorKind {
             Self::AuthFailed => "auth_failed",
             Self::InvalidParams => "invalid_params",
             Self::Internal => "internal",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// Every kind, in the order of the contract's error catalog.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         Self::AuthExpired,
         Self::RateLimited,
         Self::Backend,
@@ -86,6 +91,7 @@ impl ErrorKind {
         Self::AuthFailed,
         Self::InvalidParams,
         Self::Internal,
+        Self::Cancelled,
     ];
 }
 
@@ -126,10 +132,20 @@ pub enum Error {
         status: Option<u16>,
         message: String,
     },
+    /// `supported`: the protocol versions this sidecar speaks, when the param at fault is
+    /// a protocol version it does not (`core_initialize`); `data.supported`.
     #[error("invalid params: {message}")]
-    InvalidParams { field: String, message: String },
+    InvalidParams {
+        field: String,
+        message: String,
+        supported: Option<&'static [u32]>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The shell cancelled the request. The transport writes this answer itself (the
+    /// handler's future is dropped); the variant names the kind for the contract.
+    #[error("cancelled by the client")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -173,6 +189,25 @@ impl Error {
         Self::InvalidParams {
             field: field.into(),
             message: message.into(),
+            supported: None,
+        }
+    }
+
+    /// A protocol version this sidecar does not speak: `invalid_params` naming `field`, with
+    /// the versions it does in `data.supported`.
+    pub fn unsupported_protocol(
+        field: impl Into<String>,
+        requested: impl std::fmt::Display,
+        supported: &'static [u32],
+    ) -> Self {
+        let list: Vec<String> = supported.iter().map(u32::to_string).collect();
+        Self::InvalidParams {
+            field: field.into(),
+            message: format!(
+                "protocol version {requested} is not supported; supported: {}",
+                list.join(", ")
+            ),
+            supported: Some(supported),
         }
     }
 
@@ -186,6 +221,7 @@ impl Error {
             Self::AuthFailed { .. } => ErrorKind::AuthFailed,
             Self::InvalidParams { .. } => ErrorKind::InvalidParams,
             Self::Internal(_) => ErrorKind::Internal,
+            Self::Cancelled => ErrorKind::Cancelled,
         }
     }
 
@@ -194,10 +230,13 @@ impl Error {
         match self {
             Self::RateLimited { .. } | Self::Unavailable(_) | Self::Storage(_) => true,
             Self::Backend { status, .. } => status.is_some_and(|s| s >= 500),
+            // A cancelled call may well succeed if sent again, but the shell chose to stop it:
+            // a shell that retries whatever is retryable must not undo its own cancel.
             Self::AuthExpired { .. }
             | Self::AuthFailed { .. }
             | Self::InvalidParams { .. }
-            | Self::Internal(_) => false,
+            | Self::Internal(_)
+            | Self::Cancelled => false,
         }
     }
 
@@ -232,8 +271,13 @@ impl Error {
                     data.insert("status".into(), json!(status));
                 }
             }
-            Self::InvalidParams { field, .. } => {
+            Self::InvalidParams {
+                field, supported, ..
+            } => {
                 data.insert("field".into(), json!(field));
+                if let Some(supported) = supported {
+                    data.insert("supported".into(), json!(supported));
+                }
             }
             _ => {}
         }
@@ -258,6 +302,17 @@ mod tests {
         assert_eq!(Error::Unavailable("x".into()).kind().code(), -32004);
         assert_eq!(Error::Storage("x".into()).kind().code(), -32005);
         assert_eq!(Error::invalid_params("a", "b").data()["field"], "a");
+        let unsupported = Error::unsupported_protocol("protocolVersion", 9, &[1]);
+        assert_eq!(unsupported.kind().code(), -32602);
+        assert_eq!(
+            unsupported.data(),
+            json!({"kind": "invalid_params", "retryable": false, "field": "protocolVersion", "supported": [1]})
+        );
+        assert_eq!(
+            Error::Cancelled.data(),
+            json!({"kind": "cancelled", "retryable": false})
+        );
+        assert_eq!(Error::Cancelled.kind().code(), -32800);
     }
 
     #[test]

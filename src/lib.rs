@@ -29,6 +29,14 @@
 // stdout is the wire and stderr carries tracing's logs: nothing in the library prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+/// The version of the protocol, the contract of docs/protocol.md ("Versioning" says what
+/// bumps it). The one source of `core_version`'s `protocol`, `core_initialize` and
+/// `--version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every protocol version this sidecar speaks (`core_initialize` accepts these).
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
+
 pub mod app;
 pub mod backend;
 pub mod config;

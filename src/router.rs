@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 
 use jsonrpsee::RpcModule;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
@@ -67,6 +68,21 @@ fn declare(t: &mut Table<'_>) {
         "rpc.discover",
         "This OpenRPC document.",
         |_, _: NoParams| Ok(schema::Discover(openrpc())),
+    );
+
+    // The handshake: optional, waits for the keyring to be open (docs/protocol.md).
+    t.public(
+        "core_initialize",
+        "The handshake: checks the shell's protocol version; says what this sidecar is and can \
+         do.",
+        |app, p| async move { initialize(&app, p).await },
+    )
+    .describe(
+        "Optional: every other method works without it. Answered once the stored session has \
+         been loaded (so after INITIAL_SESSION), since `keyring` is known only then. A \
+         `protocolVersion` the sidecar does not speak is -32602 with `data.supported`, the \
+         versions it does; a supported one comes back as `protocolVersion`. Unknown params \
+         are ignored.",
     );
 
     t.public(
@@ -352,6 +368,27 @@ fn declare_sign_in(t: &mut Table<'_>) {
     );
 }
 
+/// `core_initialize`: what the handshake says besides the version.
+async fn initialize(app: &App, params: core::InitializeParams) -> Result<core::Initialized> {
+    let (backend, persistent) = app.sessions.keyring().await;
+    core::initialize(
+        params,
+        core::Capabilities {
+            methods: method_specs().iter().map(|spec| spec.name).collect(),
+            notifications: schema::notification_names(),
+            cancellation: true,
+        },
+        core::KeyringInfo {
+            backend,
+            persistent,
+        },
+        core::Configured {
+            backend: app.gate.backend_configured(),
+            auth: app.auth.is_some(),
+        },
+    )
+}
+
 /// Builds the method table.
 pub fn methods(app: App) -> RpcModule<App> {
     let test_hooks = app.test_hooks;
@@ -433,7 +470,7 @@ impl Table<'_> {
         if let Some(m) = self.module.as_deref_mut() {
             public_sync(m, name, f);
         }
-        self.spec(MethodSpec::new::<P, R>(name, Access::Public, summary))
+        self.spec(MethodSpec::new::<P, R>(name, Access::Public, summary).answered_inline())
     }
 
     /// A public method.
@@ -521,13 +558,34 @@ where
         let f = f.clone();
         async move {
             match parse_params(&params) {
-                Ok(params) => f(app.clone(), params).await,
+                Ok(params) => to_the_end(f(app.clone(), params)).await,
                 Err(error) => Err(error),
             }
             .map_err(|error| to_wire(&app, error))
         }
     })
     .expect("method names are unique");
+}
+
+/// Runs `work` to its end even if the request is dropped (the shell cancelled it, see
+/// `rpc`): polled once here (what is done at once stays answered inline), then, if pending,
+/// moved into a task of its own that this awaits. The public methods change the session
+/// (the keyring first, then the cache, then the event): a change dropped half-way would
+/// leave the keyring and the cache disagreeing. A cancel ends the request, never the change.
+/// A panic in the task is resumed here, where the transport catches it (-32603).
+async fn to_the_end<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    let mut work = Box::pin(work);
+    if let Poll::Ready(done) = futures::poll!(&mut work) {
+        return done;
+    }
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down: nobody waits for this answer any more.
+            Err(_) => std::future::pending().await,
+        },
+    }
 }
 
 fn gated<P, R, F, Fut>(m: &mut RpcModule<App>, name: &'static str, f: F)

@@ -30,7 +30,7 @@ use crate::error::{AuthExpiredReason, Error, ErrorKind};
 use crate::session::AuthStateChanged;
 
 const TITLE: &str = "core-sidecar";
-const DESCRIPTION: &str = "JSON-RPC 2.0 over stdio (one JSON value per line) between a desktop shell and its sidecar, which keeps the user's session in the OS keyring and calls the product backend. Params are by name; results are objects with camelCase keys; no method ever returns a token. Server-to-shell notifications are listed under `x-notifications`.";
+const DESCRIPTION: &str = "JSON-RPC 2.0 over stdio (one JSON value per line) between a desktop shell and its sidecar, which keeps the user's session in the OS keyring and calls the product backend. Params are by name; results are objects with camelCase keys; no method ever returns a token. Server-to-shell notifications are listed under `x-notifications`. `core_initialize` is an optional handshake that negotiates the protocol version. A pending request is cancelled with the notification `$/cancelRequest` `{id}` (as in LSP): it is answered -32800 `cancelled`.";
 
 /// Where shared schemas live in the document.
 const COMPONENTS: &str = "#/components/schemas/";
@@ -101,6 +101,9 @@ pub struct MethodSpec {
     pub params_fields: fn() -> Option<&'static [&'static str]>,
     /// The JSON Schema of its result type.
     pub result_schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Whether a `$/cancelRequest` can end it (`cancelled`): any method that can be pending,
+    /// so every method but the ones answered inline, while read.
+    pub cancellable: bool,
 }
 
 impl MethodSpec {
@@ -119,7 +122,14 @@ impl MethodSpec {
             params_schema: P::json_schema,
             params_fields: serde_field_names::<P>,
             result_schema: SchemaGenerator::subschema_for::<R>,
+            cancellable: true,
         }
+    }
+
+    /// A method answered inline, while read: it is never pending, so never `cancelled`.
+    pub fn answered_inline(mut self) -> Self {
+        self.cancellable = false;
+        self
     }
 
     /// Adds errors to those of the method's class.
@@ -138,7 +148,10 @@ impl MethodSpec {
     pub fn errors(&self) -> Vec<ErrorKind> {
         ErrorKind::ALL
             .into_iter()
-            .filter(|kind| self.access.errors().contains(kind) || self.adds_errors.contains(kind))
+            .filter(|kind| match kind {
+                ErrorKind::Cancelled => self.cancellable,
+                _ => self.access.errors().contains(kind) || self.adds_errors.contains(kind),
+            })
             .collect()
     }
 }
@@ -292,6 +305,11 @@ const NOTIFICATIONS: &[Notification] = &[Notification {
     summary: "The stored session changed: SIGNED_IN, TOKEN_REFRESHED or SIGNED_OUT (with a reason). Exactly one per change.",
     params: |generator| generator.subschema_for::<AuthStateChanged>(),
 }];
+
+/// The name of every notification the sidecar sends, in the document's order.
+pub fn notification_names() -> Vec<&'static str> {
+    NOTIFICATIONS.iter().map(|n| n.name).collect()
+}
 
 fn generator(serialize: bool) -> SchemaGenerator {
     let settings = SchemaSettings::draft07().with(|settings| {
@@ -600,6 +618,12 @@ fn kind_doc(kind: ErrorKind) -> KindDoc {
             retryable: Some(false),
             requires: None,
         },
+        ErrorKind::Cancelled => KindDoc {
+            message: "Cancelled by the client: the shell sent `$/cancelRequest` with this request's id while it was pending. Its work was dropped (a change of the session under way still completes). Not retryable: send it again if it is still wanted.",
+            example: Error::Cancelled,
+            retryable: Some(false),
+            requires: None,
+        },
     }
 }
 
@@ -658,6 +682,11 @@ fn error_data_schema() -> Value {
             "field": {
                 "description": "`invalid_params` only: the param at fault (`params` when it is the params as a whole).",
                 "type": "string",
+            },
+            "supported": {
+                "description": "`invalid_params` of `core_initialize` only, when `protocolVersion` is one this sidecar does not speak: the protocol versions it does.",
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
             },
         },
     })
@@ -776,7 +805,11 @@ mod tests {
         let mut spec = MethodSpec::new::<Aliased, bool>("m", Access::Public, "s");
         assert_eq!(
             spec.errors(),
-            [ErrorKind::InvalidParams, ErrorKind::Internal]
+            [
+                ErrorKind::InvalidParams,
+                ErrorKind::Internal,
+                ErrorKind::Cancelled
+            ]
         );
         spec.can_fail_with(&[ErrorKind::Storage]);
         assert_eq!(
@@ -784,7 +817,8 @@ mod tests {
             [
                 ErrorKind::Storage,
                 ErrorKind::InvalidParams,
-                ErrorKind::Internal
+                ErrorKind::Internal,
+                ErrorKind::Cancelled
             ]
         );
         spec.access = Access::Gated;
@@ -793,6 +827,11 @@ mod tests {
             .filter(|kind| *kind != ErrorKind::AuthFailed)
             .collect();
         assert_eq!(spec.errors(), gated);
+        let inline = MethodSpec::new::<Aliased, bool>("m", Access::Public, "s").answered_inline();
+        assert_eq!(
+            inline.errors(),
+            [ErrorKind::InvalidParams, ErrorKind::Internal]
+        );
     }
 
     #[test]

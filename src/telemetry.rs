@@ -102,7 +102,8 @@ pub fn is_reportable(error: &Error) -> bool {
         | Error::AuthFailed { .. }
         | Error::RateLimited { .. }
         | Error::Unavailable(_)
-        | Error::InvalidParams { .. } => false,
+        | Error::InvalidParams { .. }
+        | Error::Cancelled => false,
     }
 }
 

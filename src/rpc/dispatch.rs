@@ -12,15 +12,26 @@
 //! outlives the line, so it gets an owned copy (jsonrpsee's `Params<'static>`), freed, not
 //! zeroed, when the handler is done. Lending a zeroed copy instead would need a `'static`
 //! reference that is not true; the copy is short-lived and the process is non-dumpable.
+//!
+//! **Cancellation.** Each request still pending after its first poll that has an id (a
+//! string or a number) is kept in a table by id with an abort handle ([`Pending`]), and
+//! leaves it however it ends. [`CANCEL_METHOD`] `{"id": ...}` aborts the ones with that id:
+//! the handler's future is dropped and -32800 `cancelled` is answered in its place (in a
+//! batch, in that member's place). Unknown ids are ignored.
+//!
+//! **Invalid requests** get -32600 with their id whenever it can be read (a string, a number
+//! or `null` under `id`), so a shell's pending call always ends; `id: null` otherwise.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{AbortHandle, Abortable, Aborted, BoxFuture};
 use jsonrpsee::core::server::{MethodCallback, MethodResponse, Methods};
 use jsonrpsee::types::{Id, Params};
 use jsonrpsee::{ConnectionId, Extensions};
@@ -46,6 +57,9 @@ pub enum Admit {
     /// Refuse it (`-32002` `rate_limited`); the number is the bound, for the message.
     Refuse(usize),
 }
+
+/// The notification that cancels a pending request, as in LSP: `{"id": <the request's id>}`.
+pub const CANCEL_METHOD: &str = "$/cancelRequest";
 
 const PARSE_ERROR: &str =
     r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
@@ -81,6 +95,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 pub struct Dispatcher {
     methods: Methods,
     max_response: usize,
+    /// The pending requests a `$/cancelRequest` can end.
+    pending: Pending,
 }
 
 impl Dispatcher {
@@ -88,7 +104,13 @@ impl Dispatcher {
         Self {
             methods: methods.into(),
             max_response: u32::MAX as usize,
+            pending: Pending::default(),
         }
+    }
+
+    /// Requests pending now that a cancel could end (those with an id).
+    pub fn cancellable(&self) -> usize {
+        self.pending.len()
     }
 
     /// Handles one line: a single request or a batch. Every request is admitted and nothing
@@ -180,16 +202,24 @@ impl Dispatcher {
         }
         let envelope: Envelope<'_> = match serde_json::from_slice(text) {
             Ok(envelope) => envelope,
-            Err(e) => return Reply::Now(Some(envelope_error(&e, text).into())),
+            Err(e) => return Reply::Now(Some(envelope_error(&e, text))),
         };
+        let id = envelope.id;
         let Some(request) = Request::validate(envelope) else {
-            return Reply::Now(Some(INVALID_REQUEST.into()));
+            return Reply::Now(Some(invalid_request(id)));
         };
         self.call(request, gate)
     }
 
     fn call(&self, request: Request<'_>, gate: &mut Gate<'_>) -> Reply {
         let id = request.id.map(|raw| raw.get().to_owned());
+        if request.method == CANCEL_METHOD {
+            if let Some(params) = request.params {
+                self.pending.cancel(params);
+            }
+            // A notification; sent with an id, it is answered `null` once it has cancelled.
+            return Reply::Now(id.map(|id| format!(r#"{RESPONSE_HEAD}{id},"result":null}}"#)));
+        }
         let Some(callback) = self.methods.method(&request.method) else {
             return Reply::Now(id.map(|id| method_not_found(&id)));
         };
@@ -220,6 +250,10 @@ impl Dispatcher {
                     self.max_response,
                     Extensions::new(),
                 );
+                // The id as sent, for a cancelled answer, and as a cancel names it.
+                let tracked = request
+                    .id
+                    .and_then(|raw| IdKey::of(raw).map(|key| (key, raw.get().to_owned())));
                 let mut future = AssertUnwindSafe(future)
                     .catch_unwind()
                     .map(move |response| id.map(|id| finish(&id, response.ok())))
@@ -230,7 +264,10 @@ impl Dispatcher {
                     return Reply::Now(reply);
                 }
                 gate.tickets.extend(ticket);
-                Reply::Later(future)
+                match tracked {
+                    Some((key, id)) => Reply::Later(self.pending.track(key, id, future)),
+                    None => Reply::Later(future),
+                }
             }
             // No subscriptions are registered: a stdio sidecar pushes notifications instead.
             MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
@@ -254,6 +291,122 @@ fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Poll<F::Output> 
     pin!(future).poll(&mut cx)
 }
 
+/// A pending request's id as a cancel names it: a string by its value (however it was
+/// escaped), a number by its text as sent (`1.50` is not `1.5`). `null` names no request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IdKey {
+    Text(String),
+    Number(String),
+}
+
+impl IdKey {
+    fn of(raw: &RawValue) -> Option<Self> {
+        let text = raw.get();
+        match text.as_bytes().first()? {
+            b'"' => serde_json::from_str(text).ok().map(Self::Text),
+            b'-' | b'0'..=b'9' => Some(Self::Number(text.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The pending requests that have an id, each with the handle that aborts it. A request
+/// leaves the table when it ends, however it ends (answered, cancelled, or dropped).
+#[derive(Clone, Default)]
+struct Pending {
+    table: Arc<Mutex<PendingTable>>,
+}
+
+#[derive(Default)]
+struct PendingTable {
+    next: u64,
+    /// Ids are the shell's: two pending requests may share one, and a cancel ends both.
+    by_id: HashMap<IdKey, Vec<(u64, AbortHandle)>>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().by_id.values().map(Vec::len).sum()
+    }
+
+    /// `reply`, made cancellable under `key`: a cancel drops it (its handler future, and with
+    /// it whatever the handler was waiting on) and answers -32800 in its place.
+    fn track(
+        &self,
+        key: IdKey,
+        id: String,
+        reply: BoxFuture<'static, Option<String>>,
+    ) -> BoxFuture<'static, Option<String>> {
+        let (handle, registration) = AbortHandle::new_pair();
+        let serial = {
+            let mut table = self.lock();
+            table.next += 1;
+            let serial = table.next;
+            table
+                .by_id
+                .entry(key.clone())
+                .or_default()
+                .push((serial, handle));
+            serial
+        };
+        let entry = Entry {
+            pending: self.clone(),
+            key,
+            serial,
+        };
+        Abortable::new(reply, registration)
+            .map(move |reply| {
+                drop(entry);
+                reply.unwrap_or_else(|Aborted| Some(cancelled(&id)))
+            })
+            .boxed()
+    }
+
+    /// `$/cancelRequest` params: aborts every pending request with that id. Anything else
+    /// (no id, an id no pending request has, params of another shape) is ignored.
+    fn cancel(&self, params: &RawValue) {
+        #[derive(Deserialize)]
+        struct CancelParams<'a> {
+            #[serde(borrow)]
+            id: &'a RawValue,
+        }
+        let Ok(CancelParams { id }) = serde_json::from_str(params.get()) else {
+            return;
+        };
+        let Some(key) = IdKey::of(id) else {
+            return;
+        };
+        if let Some(requests) = self.lock().by_id.get(&key) {
+            for (_, handle) in requests {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// A pending request's place in the table, given up when it ends.
+struct Entry {
+    pending: Pending,
+    key: IdKey,
+    serial: u64,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut table = self.pending.lock();
+        if let Some(requests) = table.by_id.get_mut(&self.key) {
+            requests.retain(|(serial, _)| *serial != self.serial);
+            if requests.is_empty() {
+                table.by_id.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// A request whose envelope passed validation.
 struct Request<'a> {
     /// `None` for a notification.
@@ -268,11 +421,10 @@ impl<'a> Request<'a> {
             return None;
         }
         let method = envelope.method?;
-        if let Some(id) = envelope.id {
-            let valid_id = matches!(id.get().as_bytes()[0], b'"' | b'-' | b'0'..=b'9' | b'n');
-            if !valid_id {
-                return None;
-            }
+        if let Some(id) = envelope.id
+            && !valid_id(id)
+        {
+            return None;
         }
         if let Some(params) = envelope.params
             && !matches!(params.get().as_bytes()[0], b'{' | b'[')
@@ -288,13 +440,49 @@ impl<'a> Request<'a> {
 }
 
 /// A line that did not deserialize as an envelope: malformed JSON is a parse error; valid
-/// JSON of the wrong shape (a number, a `method` that is not a string) is an invalid request.
-fn envelope_error(error: &serde_json::Error, text: &[u8]) -> &'static str {
-    if error.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
-        INVALID_REQUEST
-    } else {
-        PARSE_ERROR
+/// JSON of the wrong shape (a number, a `method` that is not a string) is an invalid request,
+/// answered with its id when one can be read.
+fn envelope_error(error: &serde_json::Error, text: &[u8]) -> String {
+    if !error.is_data() || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+        return PARSE_ERROR.into();
     }
+    /// Only the id, from an object whose other members did not fit the envelope.
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
+    }
+    let id = serde_json::from_slice::<IdOnly<'_>>(text)
+        .ok()
+        .and_then(|only| only.id);
+    invalid_request(id)
+}
+
+/// -32600 for a request that is not valid, with its id when it has one of a valid type (a
+/// string, a number or `null`), so the shell's pending call ends; `null` otherwise.
+fn invalid_request(id: Option<&RawValue>) -> String {
+    match id.filter(|id| valid_id(id)) {
+        Some(id) => format!(
+            r#"{RESPONSE_HEAD}{},"error":{{"code":-32600,"message":"Invalid request"}}}}"#,
+            id.get()
+        ),
+        None => INVALID_REQUEST.into(),
+    }
+}
+
+fn valid_id(id: &RawValue) -> bool {
+    matches!(
+        id.get().as_bytes().first(),
+        Some(b'"' | b'-' | b'0'..=b'9' | b'n')
+    )
+}
+
+/// The answer to a request the shell cancelled (`$/cancelRequest`): -32800 `cancelled`, the
+/// `data` of the library's `Error::Cancelled` (docs/protocol.md, "Cancellation").
+fn cancelled(id: &str) -> String {
+    format!(
+        r#"{RESPONSE_HEAD}{id},"error":{{"code":-32800,"message":"cancelled by the client","data":{{"kind":"cancelled","retryable":false}}}}}}"#
+    )
 }
 
 fn method_not_found(id: &str) -> String {
@@ -426,6 +614,172 @@ mod tests {
             assert_eq!(
                 reply,
                 format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"pong"}}"#)
+            );
+        }
+    }
+
+    /// A method that never ends, and tells when its future is dropped.
+    fn hanging() -> (Dispatcher, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Dropped(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut module = RpcModule::new(dropped.clone());
+        module
+            .register_async_method("hang", |_, dropped, _| async move {
+                let _guard = Dropped((*dropped).clone());
+                std::future::pending::<()>().await;
+            })
+            .expect("unique");
+        module
+            .register_method("ping", |_, _, _| "pong")
+            .expect("unique");
+        (Dispatcher::new(module), dropped)
+    }
+
+    fn later(reply: Reply) -> BoxFuture<'static, Option<String>> {
+        match reply {
+            Reply::Later(future) => future,
+            Reply::Now(reply) => panic!("pending, not {reply:?}"),
+        }
+    }
+
+    fn cancel(dispatcher: &Dispatcher, id: &str) {
+        let line =
+            format!(r#"{{"jsonrpc":"2.0","method":"$/cancelRequest","params":{{"id":{id}}}}}"#);
+        assert!(matches!(
+            dispatcher.handle_line(line.as_bytes()),
+            Reply::Now(None)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_the_pending_request_and_drops_its_future() {
+        let (dispatcher, dropped) = hanging();
+        let first =
+            later(dispatcher.handle_line(br#"{"jsonrpc":"2.0","id":"ab","method":"hang"}"#));
+        let second =
+            later(dispatcher.handle_line(br#"{"jsonrpc":"2.0","id":1.50,"method":"hang"}"#));
+        let first = tokio::spawn(first);
+        let second = tokio::spawn(second);
+        tokio::task::yield_now().await;
+        assert_eq!(dispatcher.cancellable(), 2);
+        // Unknown ids, an id of another spelling of the number, and bad params: ignored.
+        for id in ["2", "1.5", r#""x""#, "null", "{}"] {
+            cancel(&dispatcher, id);
+        }
+        assert!(matches!(
+            dispatcher.handle_line(br#"{"jsonrpc":"2.0","method":"$/cancelRequest","params":[1]}"#),
+            Reply::Now(None)
+        ));
+        tokio::task::yield_now().await;
+        assert!(!first.is_finished() && !second.is_finished());
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // A string id is matched by its value; the answer echoes it as it was sent.
+        cancel(&dispatcher, r#""ab""#);
+        let reply = first.await.unwrap().expect("an answer");
+        assert_eq!(
+            reply,
+            r#"{"jsonrpc":"2.0","id":"ab","error":{"code":-32800,"message":"cancelled by the client","data":{"kind":"cancelled","retryable":false}}}"#
+        );
+        assert_eq!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the handler's future is dropped"
+        );
+        assert_eq!(dispatcher.cancellable(), 1);
+        assert!(!second.is_finished());
+
+        // Sent as a request, the cancel is answered `null`.
+        let Reply::Now(Some(answer)) = dispatcher.handle_line(
+            br#"{"jsonrpc":"2.0","id":9,"method":"$/cancelRequest","params":{"id":1.50}}"#,
+        ) else {
+            panic!("answered at once");
+        };
+        assert_eq!(answer, r#"{"jsonrpc":"2.0","id":9,"result":null}"#);
+        let reply = second.await.unwrap().expect("an answer");
+        assert!(
+            reply.starts_with(r#"{"jsonrpc":"2.0","id":1.50,"error":{"code":-32800"#),
+            "{reply}"
+        );
+        assert_eq!(
+            dispatcher.cancellable(),
+            0,
+            "ended requests leave the table"
+        );
+        // A cancel after the end changes nothing.
+        cancel(&dispatcher, "1.50");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_one_member_of_a_batch() {
+        let (dispatcher, dropped) = hanging();
+        let batch = later(dispatcher.handle_line(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"hang"},{"jsonrpc":"2.0","id":2,"method":"ping"},{"jsonrpc":"2.0","id":3,"method":"hang"}]"#,
+        ));
+        let batch = tokio::spawn(batch);
+        tokio::task::yield_now().await;
+        cancel(&dispatcher, "1");
+        tokio::task::yield_now().await;
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!batch.is_finished(), "member 3 still hangs");
+        cancel(&dispatcher, "3");
+        let answer: Vec<serde_json::Value> =
+            serde_json::from_str(&batch.await.unwrap().expect("an answer")).unwrap();
+        let codes: Vec<serde_json::Value> =
+            answer.iter().map(|a| a["error"]["code"].clone()).collect();
+        assert_eq!(
+            codes,
+            [
+                serde_json::json!(-32800),
+                serde_json::Value::Null,
+                serde_json::json!(-32800)
+            ]
+        );
+        assert_eq!(answer[1]["result"], "pong");
+        assert_eq!(dispatcher.cancellable(), 0);
+
+        // A cancel later in the same batch ends the member it names.
+        let batch = later(dispatcher.handle_line(
+            br#"[{"jsonrpc":"2.0","id":5,"method":"hang"},{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}]"#,
+        ));
+        let answer = batch.await.expect("an answer");
+        assert!(
+            answer.starts_with(r#"[{"jsonrpc":"2.0","id":5,"error":{"code":-32800"#),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn invalid_requests_get_their_id_back_when_it_can_be_read() {
+        for (line, id) in [
+            (r#"{"jsonrpc":"2.0","id":1}"#, "1"),
+            (r#"{"jsonrpc":"2.1","id":1,"method":"ping"}"#, "1"),
+            (r#"{"id":"x","method":"ping"}"#, r#""x""#),
+            (r#"{"jsonrpc":2,"id":1e3,"method":"ping"}"#, "1e3"),
+            (r#"{"jsonrpc":"2.0","id":-1,"method":5}"#, "-1"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"a"}"#,
+                "1",
+            ),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, "null"),
+            (r#"{"jsonrpc":"2.0","id":true,"method":5}"#, "null"),
+            (r#"{"jsonrpc":"2.0","method":5}"#, "null"),
+            ("1", "null"),
+        ] {
+            let Reply::Now(Some(reply)) = dispatcher().handle_line(line.as_bytes()) else {
+                panic!("{line}: answered at once");
+            };
+            assert_eq!(
+                reply,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32600,"message":"Invalid request"}}}}"#
+                ),
+                "{line}"
             );
         }
     }

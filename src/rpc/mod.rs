@@ -46,6 +46,11 @@
 //! [`outbox`]). [`hangup`] notices a closed stdout or stdin without a read or a write, so the
 //! shutdown never depends on the reader.
 //!
+//! **Cancellation** (`$/cancelRequest`, as in LSP) is the transport's own: pending requests
+//! are tracked by id and a cancel drops the one it names and answers -32800 `cancelled` in
+//! its place; its slot is freed once that answer is queued (see `dispatch`). What must not
+//! stop half-way is up to the method table.
+//!
 //! **Request bytes are zeroed** once dispatched: the read buffer's bytes and any line put
 //! together across reads ([`framing`]) and the reader thread's chunks. The params copy an
 //! async handler owns is freed unzeroed (see `dispatch`).

@@ -35,6 +35,12 @@ impl Gate {
         }
     }
 
+    /// Whether a product backend URL is configured (without one every call is
+    /// `unavailable`).
+    pub fn backend_configured(&self) -> bool {
+        self.backend.is_configured()
+    }
+
     /// The session store the gate reads.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
@@ -128,15 +134,20 @@ impl Gate {
         self.backend.authed(session.access_token.expose())
     }
 
-    /// The one place a call ends a session it found gone.
-    async fn expire(&self, session: &Session) {
-        if self
-            .sessions
-            .end_if_current(session, SignOutReason::Expired)
-            .await
-        {
-            tracing::info!("the session token was rejected; session cleared");
-        }
+    /// The one place a call ends a session it found gone. In a task of its own: a call
+    /// dropped meanwhile (the shell cancelled it) must not leave the change half-done.
+    async fn expire(&self, session: &Arc<Session>) {
+        let sessions = self.sessions.clone();
+        let session = session.clone();
+        let ending = tokio::spawn(async move {
+            if sessions
+                .end_if_current(&session, SignOutReason::Expired)
+                .await
+            {
+                tracing::info!("the session token was rejected; session cleared");
+            }
+        });
+        let _ = ending.await;
     }
 }
 

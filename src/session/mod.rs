@@ -244,6 +244,13 @@ impl Sessions {
         self.store().await;
     }
 
+    /// The keyring in use (`"secret-service"`, ..., `"memory"`) and whether it persists the
+    /// session, once the stored session has been loaded.
+    pub async fn keyring(&self) -> (&'static str, bool) {
+        let store = self.store().await;
+        (store.backend_name(), store.is_persistent())
+    }
+
     /// The cached session. Cheap: a read lock and a reference count.
     pub async fn current(&self) -> Option<Arc<Session>> {
         self.ready().await;

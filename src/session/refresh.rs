@@ -653,6 +653,32 @@ mod tests {
         assert_eq!(current.access_token.expose(), "access-token-1");
     }
 
+    /// A cancelled request drops its wait on a shared refresh: the other callers still get
+    /// the one refresh, which runs once.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_waiter_leaves_the_shared_refresh_to_the_others() {
+        let f = fixture(Script {
+            latency: Duration::from_secs(2),
+            ..Script::default()
+        })
+        .await;
+        let used = f.signed_in(10).await;
+        let dropped = tokio::spawn({
+            let (refresher, used) = (f.refresher.clone(), used.clone());
+            async move { refresher.refresh(used).await }
+        });
+        let kept = tokio::spawn({
+            let refresher = f.refresher.clone();
+            async move { refresher.refresh(used).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
+        let fresh = kept.await.unwrap().expect("the refresh went on");
+        assert_eq!(fresh.access_token.expose(), "access-token-1");
+        assert_eq!(f.calls().len(), 1, "one refresh for both");
+    }
+
     /// A signed-in fixture with a one-second refresh under way.
     async fn refresh_in_flight() -> (Fixture, tokio::task::JoinHandle<Result<Arc<Session>>>) {
         let f = fixture(Script {

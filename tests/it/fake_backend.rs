@@ -331,11 +331,13 @@ pub fn active_triggers() -> Vec<Value> {
     ]
 }
 
-/// A backend that accepts connections and never reads or answers them: every call to it
-/// hangs until the client's timeout. Counts the connections it accepted.
+/// A backend that accepts connections and never answers them: every call to it hangs until
+/// the client's timeout (or the client gives up). It reads what it is sent, only to see each
+/// connection closed by the client. Counts the connections it accepted and those closed.
 pub struct SilentBackend {
     port: u16,
-    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: tokio::sync::watch::Receiver<usize>,
+    closed: tokio::sync::watch::Receiver<usize>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -345,19 +347,27 @@ impl SilentBackend {
             .await
             .expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("addr").port();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let (accepted_tx, accepted) = tokio::sync::watch::channel(0);
+        let (closed_tx, closed) = tokio::sync::watch::channel(0);
+        let closed_tx = Arc::new(closed_tx);
         let server = tokio::spawn(async move {
-            // Held, never read, until the fake is dropped.
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(socket);
+            // Held, never answered, until the client closes it or the fake is dropped.
+            let mut held = tokio::task::JoinSet::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                accepted_tx.send_modify(|n| *n += 1);
+                let closed_tx = closed_tx.clone();
+                held.spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(1..) = socket.read(&mut buf).await {}
+                    closed_tx.send_modify(|n| *n += 1);
+                });
             }
         });
         SilentBackend {
             port,
             accepted,
+            closed,
             server,
         }
     }
@@ -368,7 +378,25 @@ impl SilentBackend {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        *self.accepted.borrow()
+    }
+
+    /// Waits (at most the test timeout) until `n` connections have been accepted.
+    pub async fn wait_for_connections(&self, n: usize) {
+        let mut accepted = self.accepted.clone();
+        tokio::time::timeout(crate::harness::TIMEOUT, accepted.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} connections within the timeout"))
+            .expect("the server runs");
+    }
+
+    /// Waits (at most the test timeout) until the client has closed `n` connections.
+    pub async fn wait_for_closed(&self, n: usize) {
+        let mut closed = self.closed.clone();
+        tokio::time::timeout(crate::harness::TIMEOUT, closed.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} connections closed by the client within the timeout"))
+            .expect("the server runs");
     }
 }
 

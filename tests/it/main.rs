@@ -5,7 +5,10 @@
 //!   and the end-of-test check that no token reached stdout or stderr.
 //! - `fake_sentry`: an HTTP server that stores Sentry envelopes.
 //! - `architecture`: ARCHITECTURE.md's import rules, read from src/, and no import cycle.
-//! - `wire`: docs/protocol.md's wire rules (JSON-RPC framing, errors, ids, shutdown).
+//! - `wire`: docs/protocol.md's wire rules (JSON-RPC framing, errors, ids, shutdown), the
+//!   handshake and `--version`.
+//! - `cancel`: `$/cancelRequest` ends a pending request (-32800) in time, drops its work (a
+//!   silent backend sees its connection closed), frees its slot, one batch member only.
 //! - `telemetry`: what reaches Sentry, scrubbed and deduplicated.
 //! - `fake_backend`: a fake product backend (composio, `/auth/me`) with canned failures.
 //! - `backend`: the gated domain methods, their happy paths and every error mapping.
@@ -38,6 +41,7 @@ mod auth_refresh;
 mod backend;
 mod backpressure;
 mod bench_smoke;
+mod cancel;
 mod demo;
 mod differential;
 mod fake_backend;

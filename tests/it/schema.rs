@@ -411,7 +411,7 @@ fn the_error_catalog_is_the_librarys() {
         .map(|e| e["code"].as_i64().unwrap())
         .collect();
     let expected: BTreeSet<i64> = [
-        -32001, -32002, -32003, -32004, -32005, -32006, -32602, -32603,
+        -32001, -32002, -32003, -32004, -32005, -32006, -32602, -32603, -32800,
     ]
     .into();
     assert_eq!(codes, expected);
@@ -783,6 +783,16 @@ async fn every_method_result_and_notification_matches_its_schema() {
 
     call(&mut sidecar, "core_ping", Value::Null).await;
     call(&mut sidecar, "core_version", json!({})).await;
+    let initialized = call(
+        &mut sidecar,
+        "core_initialize",
+        json!({"protocolVersion": 1, "clientInfo": {"name": "schema-test", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(
+        initialized["configured"],
+        json!({"backend": true, "auth": true})
+    );
     let discovered = call(&mut sidecar, "rpc.discover", Value::Null).await;
     assert_eq!(&discovered, served());
     let signed_out = call(&mut sidecar, "auth_get_state", Value::Null).await;

@@ -148,29 +148,208 @@ async fn parse_errors_have_null_id() {
     next_line_is_ping_response(&mut sidecar, 1).await;
 }
 
+/// A pending call always ends: an invalid request whose id can be read gets it back.
 #[tokio::test]
-async fn invalid_requests_have_null_id() {
+async fn invalid_requests_get_their_id_back_when_it_can_be_read() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    for (line, id) in [
+        (r#"{"jsonrpc":"2.0","id":1}"#, json!(1)),
+        (r#"{"jsonrpc":"2.1","id":2,"method":"core_ping"}"#, json!(2)),
+        (
+            r#"{"jsonrpc":"1.0","id":"three","method":"core_ping"}"#,
+            json!("three"),
+        ),
+        (r#"{"id":4,"method":"core_ping"}"#, json!(4)),
+        (r#"{"jsonrpc":2,"id":5,"method":"core_ping"}"#, json!(5)),
+        (
+            r#"{"jsonrpc":"2.0","id":6,"method":"core_ping","params":"a string"}"#,
+            json!(6),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":7,"method":"core_ping","params":3}"#,
+            json!(7),
+        ),
+        (r#"{"jsonrpc":"2.0","id":8,"method":5}"#, json!(8)),
+        (
+            r#"{"jsonrpc":"2.0","id":-9.5,"method":["core_ping"]}"#,
+            json!(-9.5),
+        ),
+        (r#"{"jsonrpc":"2.0","id":null}"#, Value::Null),
+    ] {
+        let response = exchange(&mut sidecar, line).await;
+        assert!(response.is_object(), "{line} -> {response}");
+        assert_error(&response, -32600, &id);
+        assert!(response["error"].get("data").is_none(), "{response}");
+    }
+    // In a batch too, member by member.
+    let response = exchange(
+        &mut sidecar,
+        &format!(r#"[{{"jsonrpc":"2.0","id":"m"}},{}]"#, ping_line("2")),
+    )
+    .await;
+    assert_error(&response[0], -32600, &json!("m"));
+    assert_eq!(response[1]["result"]["pong"], true, "{response}");
+    next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+/// `id: null` only when no id can be read: not an object, or an id of a wrong type.
+#[tokio::test]
+async fn invalid_requests_without_a_readable_id_have_null_id() {
     let mut sidecar = Sidecar::spawn(&[]);
     for line in [
-        r#"{"jsonrpc":"2.0","id":1}"#,
-        r#"{"jsonrpc":"1.0","id":1,"method":"core_ping"}"#,
-        r#"{"id":1,"method":"core_ping"}"#,
         r#"{"jsonrpc":"2.0","id":{},"method":"core_ping"}"#,
         r#"{"jsonrpc":"2.0","id":[1],"method":"core_ping"}"#,
         r#"{"jsonrpc":"2.0","id":true,"method":"core_ping"}"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping","params":"a string"}"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":"core_ping","params":3}"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":true,"method":5}"#,
+        r#"{"jsonrpc":"2.0","method":5}"#,
         "1",
         r#""a string""#,
         "null",
     ] {
         let response = exchange(&mut sidecar, line).await;
         assert!(response.is_object(), "{line} -> {response}");
-        assert_eq!(response["error"]["code"], -32600, "{line} -> {response}");
-        assert_eq!(response["id"], Value::Null, "{line} -> {response}");
+        assert_error(&response, -32600, &Value::Null);
     }
     next_line_is_ping_response(&mut sidecar, 1).await;
+}
+
+/// The handshake (docs/protocol.md, "Handshake").
+#[tokio::test]
+async fn core_initialize_says_what_the_sidecar_is_and_can_do() {
+    let mut sidecar = Sidecar::spawn(&[]);
+    // Optional: anything works before it.
+    next_line_is_ping_response(&mut sidecar, 100).await;
+    let response = sidecar
+        .request(
+            "core_initialize",
+            json!({"protocolVersion": 1, "clientInfo": {"name": "wire-test", "version": "0.0.1"}, "laterParam": true}),
+        )
+        .await;
+    crate::schema::assert_valid_response("core_initialize", &response);
+    let result = &response["result"];
+    assert_eq!(result["protocolVersion"], 1, "{result}");
+    assert_eq!(
+        result["serverInfo"],
+        json!({"name": "core-sidecar", "version": env!("CARGO_PKG_VERSION")})
+    );
+    let methods: Vec<&str> = result["capabilities"]["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .map(|m| m.as_str().expect("a name"))
+        .collect();
+    assert_eq!(methods, crate::schema::documented_methods());
+    assert!(methods.contains(&"core_initialize"));
+    assert_eq!(
+        result["capabilities"]["notifications"],
+        json!(["auth_state_changed"])
+    );
+    assert_eq!(result["capabilities"]["cancellation"], true);
+    assert_eq!(
+        result["keyring"],
+        json!({"backend": "memory", "persistent": false})
+    );
+    assert_eq!(
+        result["configured"],
+        json!({"backend": false, "auth": false})
+    );
+    // Answered once the session is loaded: INITIAL_SESSION has come already.
+    assert_eq!(
+        sidecar.initial_session().await["params"]["event"],
+        "INITIAL_SESSION"
+    );
+    let version = sidecar.request("core_version", Value::Null).await;
+    assert_eq!(version["result"]["protocol"], result["protocolVersion"]);
+
+    // A version it does not speak: -32602 with the ones it does.
+    for unsupported in [json!(0), json!(2), json!(-1)] {
+        let response = sidecar
+            .request("core_initialize", json!({"protocolVersion": unsupported}))
+            .await;
+        crate::schema::assert_valid_response("core_initialize", &response);
+        assert_eq!(response["error"]["code"], -32602, "{response}");
+        assert_eq!(
+            response["error"]["data"],
+            json!({"kind": "invalid_params", "retryable": false, "field": "protocolVersion", "supported": [1]}),
+            "{response}"
+        );
+    }
+    for bad in [
+        json!({}),
+        json!({"protocolVersion": "1"}),
+        json!({"protocolVersion": 1, "clientInfo": {"version": "1"}}),
+    ] {
+        let response = sidecar.request("core_initialize", bad.clone()).await;
+        assert_eq!(response["error"]["code"], -32602, "{bad} -> {response}");
+        assert!(
+            response["error"]["data"].get("supported").is_none(),
+            "{response}"
+        );
+    }
+    next_line_is_ping_response(&mut sidecar, 101).await;
+}
+
+/// With a real keyring: its name, persistent, and the answer comes after INITIAL_SESSION.
+#[tokio::test]
+#[ignore = "needs a real Secret Service / keyutils: run under scripts/with-keyring.sh"]
+async fn core_initialize_names_the_keyring_and_comes_after_initial_session() {
+    let service = crate::harness::unique_service("initialize");
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_KEYRING", "secret-service"),
+        ("CORE_SIDECAR_KEYRING_SERVICE", service.as_str()),
+    ]);
+    let response = sidecar
+        .request("core_initialize", json!({"protocolVersion": 1}))
+        .await;
+    assert_eq!(
+        response["result"]["keyring"],
+        json!({"backend": "secret-service", "persistent": true}),
+        "{response}"
+    );
+    let before: Vec<&Value> = sidecar
+        .notifications()
+        .iter()
+        .map(|n| &n["params"]["event"])
+        .collect();
+    assert_eq!(
+        before,
+        [&json!("INITIAL_SESSION")],
+        "read before the answer"
+    );
+}
+
+#[tokio::test]
+async fn core_initialize_reports_the_configured_upstreams() {
+    let mut sidecar = Sidecar::spawn(&[
+        ("CORE_SIDECAR_BACKEND_URL", "http://127.0.0.1:9"),
+        ("CORE_SIDECAR_AUTH_URL", "http://127.0.0.1:9/auth/v1"),
+    ]);
+    let response = sidecar
+        .request("core_initialize", json!({"protocolVersion": 1}))
+        .await;
+    assert_eq!(
+        response["result"]["configured"],
+        json!({"backend": true, "auth": true}),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn version_flag_prints_the_protocol_version() {
+    let output = tokio::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .await
+        .expect("run --version");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).expect("utf-8"),
+        format!(
+            "core-sidecar {} (protocol {})\n",
+            env!("CARGO_PKG_VERSION"),
+            core_sidecar::PROTOCOL_VERSION
+        )
+    );
 }
 
 #[tokio::test]

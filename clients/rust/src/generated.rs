@@ -12,6 +12,7 @@ pub const METHODS: &[&str] = &[
     "core_ping",
     "core_version",
     "rpc.discover",
+    "core_initialize",
     "auth_store_session",
     "auth_get_state",
     "auth_refresh_session",
@@ -65,6 +66,26 @@ pub struct RpcDiscover {}
 impl Request for RpcDiscover {
     const METHOD: &'static str = "rpc.discover";
     type Response = serde_json::Value;
+}
+
+/// `core_initialize`: The handshake: checks the shell's protocol version; says what this sidecar is and can do.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CoreInitialize {
+    /// Who is calling, for the sidecar's logs.
+    #[serde(
+        rename = "clientInfo",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
+    pub client_info: serde_json::Value,
+    /// The protocol version the shell speaks. One the sidecar does not speak is -32602 with `data.supported`, the versions it does.
+    #[serde(rename = "protocolVersion")]
+    pub protocol_version: i64,
+}
+
+impl Request for CoreInitialize {
+    const METHOD: &'static str = "core_initialize";
+    type Response = Initialized;
 }
 
 /// `auth_store_session`: Stores a session in the OS keyring and emits SIGNED_IN.
@@ -479,6 +500,8 @@ pub enum ErrorKind {
     InvalidParams,
     #[serde(rename = "internal")]
     Internal,
+    #[serde(rename = "cancelled")]
+    Cancelled,
     /// A value this client does not know (a newer sidecar); never sent.
     #[default]
     #[serde(other)]
@@ -600,6 +623,36 @@ pub struct AvailableTrigger {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AvailableTriggerList {
     pub triggers: Vec<AvailableTrigger>,
+}
+
+/// What the shell may use.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `$/cancelRequest` ends a pending request with -32800 `cancelled`.
+    pub cancellation: bool,
+    /// Every method of the contract (what `rpc.discover` lists), in its order.
+    pub methods: Vec<String>,
+    /// Every notification the sidecar sends.
+    pub notifications: Vec<String>,
+}
+
+/// The shell's name and version.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// The shell's name.
+    pub name: String,
+    /// The shell's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Which upstreams are configured.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Configured {
+    /// `CORE_SIDECAR_AUTH_URL` is set: refresh, `auth_get_user` and revoking sign-outs can work.
+    pub auth: bool,
+    /// `CORE_SIDECAR_BACKEND_URL` is set: gated methods can work.
+    pub backend: bool,
 }
 
 /// One Composio connection of the user.
@@ -727,6 +780,28 @@ pub struct GithubRepoList {
     pub repositories: Vec<GithubRepo>,
 }
 
+/// What the sidecar is and can do: the answer to the handshake.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Initialized {
+    pub capabilities: Capabilities,
+    pub configured: Configured,
+    pub keyring: KeyringInfo,
+    /// The protocol version both sides speak from now on: the one the shell asked for.
+    #[serde(rename = "protocolVersion")]
+    pub protocol_version: i64,
+    #[serde(rename = "serverInfo")]
+    pub server_info: ServerInfo,
+}
+
+/// Where the session is kept.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct KeyringInfo {
+    /// The keyring in use: `secret-service`, `keyutils`, `macos`, `windows` or `memory` (a named keyring that does not answer yet keeps its name, with `persistent: false`).
+    pub backend: String,
+    /// False when the session lives only in this process's memory (as in `AuthState`).
+    pub persistent: bool,
+}
+
 /// `auth_sign_out` scope, as GoTrue's `/logout?scope=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum LogoutScope {
@@ -797,6 +872,15 @@ pub struct Removed {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sent {
     pub sent: bool,
+}
+
+/// The sidecar's name and version.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// `core-sidecar`.
+    pub name: String,
+    /// The sidecar's semver version.
+    pub version: String,
 }
 
 /// `signed_out` (the shell asked), `expired` (the backend or auth server no longer accepts the session), `refresh_failed` (the refresh token was rejected), `external` (another process on the same keyring entry signed out, or the entry was removed).
