@@ -161,7 +161,7 @@ struct Inner {
 }
 
 /// One auth-server request as the fake received it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub method: String,
     /// Under `/auth/v1`: `/token`, `/signup`, `/user`, ...
