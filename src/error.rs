@@ -44,6 +44,7 @@ pub enum ErrorKind {
     Backend,
     Unavailable,
     Storage,
+    AuthFailed,
     InvalidParams,
     Internal,
 }
@@ -56,6 +57,7 @@ impl ErrorKind {
             Self::Backend => -32003,
             Self::Unavailable => -32004,
             Self::Storage => -32005,
+            Self::AuthFailed => -32006,
             Self::InvalidParams => -32602,
             Self::Internal => -32603,
         }
@@ -68,18 +70,20 @@ impl ErrorKind {
             Self::Backend => "backend",
             Self::Unavailable => "unavailable",
             Self::Storage => "storage",
+            Self::AuthFailed => "auth_failed",
             Self::InvalidParams => "invalid_params",
             Self::Internal => "internal",
         }
     }
 
     /// Every kind, in the order of the contract's error catalog.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         Self::AuthExpired,
         Self::RateLimited,
         Self::Backend,
         Self::Unavailable,
         Self::Storage,
+        Self::AuthFailed,
         Self::InvalidParams,
         Self::Internal,
     ];
@@ -110,6 +114,18 @@ pub enum Error {
     Unavailable(String),
     #[error("keyring: {0}")]
     Storage(String),
+    /// The auth server refused a sign-in, a code, or a user change for what the user gave
+    /// (a wrong password, an expired code, a weak password, an email already taken). The
+    /// user can act on it; the session, if any, is untouched.
+    #[error("{message}")]
+    AuthFailed {
+        /// The auth server's error code (`invalid_credentials`, `otp_expired`, ...).
+        reason: String,
+        /// Its HTTP status; `None` when the sidecar decided without asking (a code to
+        /// exchange with no flow in progress).
+        status: Option<u16>,
+        message: String,
+    },
     #[error("invalid params: {message}")]
     InvalidParams { field: String, message: String },
     #[error("internal error: {0}")]
@@ -167,6 +183,7 @@ impl Error {
             Self::Backend { .. } => ErrorKind::Backend,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Storage(_) => ErrorKind::Storage,
+            Self::AuthFailed { .. } => ErrorKind::AuthFailed,
             Self::InvalidParams { .. } => ErrorKind::InvalidParams,
             Self::Internal(_) => ErrorKind::Internal,
         }
@@ -177,7 +194,10 @@ impl Error {
         match self {
             Self::RateLimited { .. } | Self::Unavailable(_) | Self::Storage(_) => true,
             Self::Backend { status, .. } => status.is_some_and(|s| s >= 500),
-            Self::AuthExpired { .. } | Self::InvalidParams { .. } | Self::Internal(_) => false,
+            Self::AuthExpired { .. }
+            | Self::AuthFailed { .. }
+            | Self::InvalidParams { .. }
+            | Self::Internal(_) => false,
         }
     }
 
@@ -205,6 +225,12 @@ impl Error {
                 ..
             } => {
                 data.insert("status".into(), json!(status));
+            }
+            Self::AuthFailed { reason, status, .. } => {
+                data.insert("reason".into(), json!(reason));
+                if let Some(status) = status {
+                    data.insert("status".into(), json!(status));
+                }
             }
             Self::InvalidParams { field, .. } => {
                 data.insert("field".into(), json!(field));

@@ -25,8 +25,10 @@ use serde_json::Value;
 
 use crate::backend::BackendClient;
 use crate::backend::auth_server::AuthServer;
-use crate::domains::{NoParams, auth, composio, core, user};
-use crate::error::ErrorKind::{AuthExpired, Backend, RateLimited, Storage, Unavailable};
+use crate::domains::{NoParams, auth, composio, core, sign_in, user};
+use crate::error::ErrorKind::{
+    AuthExpired, AuthFailed, Backend, RateLimited, Storage, Unavailable,
+};
 use crate::error::{Error, Result};
 use crate::schema::{self, Access, MethodSpec};
 use crate::session::Sessions;
@@ -137,6 +139,8 @@ fn declare(t: &mut Table<'_>) {
          -32001); on success `global` removes the local session and `others` keeps it.",
     );
 
+    declare_sign_in(t);
+
     t.gated(
         "composio_list_toolkits",
         "The Composio toolkits the user can connect (GET /agent-integrations/composio/toolkits).",
@@ -219,6 +223,133 @@ fn declare(t: &mut Table<'_>) {
             Ok(core::ping())
         });
     }
+}
+
+/// The sign-in methods: the shell passes what the user typed or the code a link brought
+/// back, never a token. Public (no session needed), except that `auth_update_user` uses the
+/// session as `auth_get_user` does.
+fn declare_sign_in(t: &mut Table<'_>) {
+    /// What every method that asks the auth server can answer besides its class's errors.
+    const SIGN_IN: &[crate::error::ErrorKind] =
+        &[AuthFailed, RateLimited, Backend, Unavailable, Storage];
+    t.public(
+        "auth_sign_up",
+        "Creates an account (GoTrue POST /signup); SIGNED_IN when the auth server signs the \
+         user in at once, else a confirmation is sent.",
+        |app, p| async move { sign_in::sign_up(&app.sessions, app.auth.as_ref(), p).await },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "`POST {AUTH_URL}/signup[?redirect_to=]`. With an email, a PKCE flow is started (its \
+         verifier kept in the keyring) so the confirmation link's `code` can be passed to \
+         `auth_exchange_code`. An existing account, a weak password or signups disabled are \
+         -32006 `auth_failed` with the auth server's code in `data.reason` \
+         (`user_already_exists`, `weak_password`, `signup_disabled`, ...); any stored \
+         session is kept.",
+    );
+    t.public(
+        "auth_sign_in_with_password",
+        "Signs in with an email or phone and a password (GoTrue POST \
+         /token?grant_type=password); emits SIGNED_IN.",
+        |app, p| async move {
+            sign_in::sign_in_with_password(&app.sessions, app.auth.as_ref(), p).await
+        },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "Replaces any stored session. Wrong credentials are -32006 `auth_failed` \
+         `invalid_credentials` (an unconfirmed email: `email_not_confirmed`), and any stored \
+         session is kept.",
+    );
+    t.public(
+        "auth_sign_in_with_otp",
+        "Sends a one-time code (and, for an email, a magic link) to an email or phone \
+         (GoTrue POST /otp).",
+        |app, p| async move {
+            sign_in::sign_in_with_otp(&app.sessions, app.auth.as_ref(), p).await
+        },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "The code goes to `auth_verify_otp`; an email's magic link carries a `code` for \
+         `auth_exchange_code` (a PKCE flow is started for it). The auth server's send limit \
+         (429 `over_email_send_rate_limit`) is -32002 `rate_limited`.",
+    );
+    t.public(
+        "auth_verify_otp",
+        "Signs in with a one-time code (GoTrue POST /verify); emits SIGNED_IN, or \
+         PASSWORD_RECOVERY for `recovery`.",
+        |app, p| async move { sign_in::verify_otp(&app.sessions, app.auth.as_ref(), p).await },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "A wrong, used or expired code is -32006 `auth_failed` `otp_expired`, and any stored \
+         session is kept. A code that confirms without signing in (the first half of an \
+         email change) answers the state unchanged.",
+    );
+    t.public(
+        "auth_sign_in_with_oauth",
+        "Starts a third-party sign-in with PKCE: the URL to open in the browser.",
+        |app, p| async move {
+            sign_in::sign_in_with_oauth(&app.sessions, app.auth.as_ref(), p).await
+        },
+    )
+    .can_fail_with(&[Unavailable, Storage])
+    .describe(
+        "No request is sent. A new verifier is kept in the keyring (replacing any flow in \
+         progress) and its SHA-256 goes in the URL (`code_challenge`, \
+         `code_challenge_method=s256`). The provider sends the browser back to `redirect_to` \
+         with `?code=`; pass it to `auth_exchange_code`.",
+    );
+    t.public(
+        "auth_exchange_code",
+        "Exchanges the `code` a browser or emailed link brought back for a session (GoTrue \
+         POST /token?grant_type=pkce); emits SIGNED_IN, or PASSWORD_RECOVERY.",
+        |app, p| async move { sign_in::exchange_code(&app.sessions, app.auth.as_ref(), p).await },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "Sends the code with the flow's verifier, which is used once: it is removed from the \
+         keyring whatever the answer. No flow in progress (none started, already exchanged) \
+         is -32006 `auth_failed` `flow_state_not_found` without a request; a code the auth \
+         server does not know, has expired or does not match the verifier is \
+         `flow_state_not_found`, `flow_state_expired` or `bad_code_verifier`. Any stored \
+         session is kept on failure. A flow started by `auth_reset_password_for_email` emits \
+         PASSWORD_RECOVERY.",
+    );
+    t.public(
+        "auth_reset_password_for_email",
+        "Sends a password-recovery link (GoTrue POST /recover), starting a PKCE flow.",
+        |app, p| async move {
+            sign_in::reset_password_for_email(&app.sessions, app.auth.as_ref(), p).await
+        },
+    )
+    .can_fail_with(SIGN_IN)
+    .describe(
+        "The link's `code` goes to `auth_exchange_code`, which signs in with \
+         PASSWORD_RECOVERY; then set the new password with `auth_update_user`.",
+    );
+    t.public(
+        "auth_update_user",
+        "Changes the signed-in user's email, phone, password or data (GoTrue PUT /user); \
+         emits USER_UPDATED.",
+        |app, p| async move { sign_in::update_user(&app.gate, app.auth.as_ref(), p).await },
+    )
+    .can_fail_with(&[
+        AuthExpired,
+        AuthFailed,
+        RateLimited,
+        Backend,
+        Unavailable,
+        Storage,
+    ])
+    .describe(
+        "Through the session, as `auth_get_user`: refreshed first when about to expire; \
+         `session_not_found`/`user_not_found` end the session (-32001). A weak password, an \
+         email already taken or the same password are -32006 `auth_failed` (`weak_password`, \
+         `email_exists`, `same_password`) and the session is kept. A new email starts a PKCE \
+         flow for its confirmation link.",
+    );
 }
 
 /// Builds the method table.

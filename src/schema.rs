@@ -65,11 +65,21 @@ impl Access {
 
     /// The errors every method of the class can answer with. Every method parses params
     /// (even none: unknown params are refused), so every one can answer invalid params; the
-    /// gate can end in any kind (no session, the backend's answers, the keyring).
+    /// gate can end in any kind but `auth_failed` (no session, the backend's answers, the
+    /// keyring); `auth_failed` comes only from the sign-in methods, which say so.
     pub fn errors(self) -> &'static [ErrorKind] {
+        use ErrorKind::*;
         match self {
-            Self::Public => &[ErrorKind::InvalidParams, ErrorKind::Internal],
-            Self::Gated => &ErrorKind::ALL,
+            Self::Public => &[InvalidParams, Internal],
+            Self::Gated => &[
+                AuthExpired,
+                RateLimited,
+                Backend,
+                Unavailable,
+                Storage,
+                InvalidParams,
+                Internal,
+            ],
         }
     }
 }
@@ -568,6 +578,16 @@ fn kind_doc(kind: ErrorKind) -> KindDoc {
             retryable: Some(true),
             requires: None,
         },
+        ErrorKind::AuthFailed => KindDoc {
+            message: "Auth failed: the auth server refused a sign-in, a one-time code, a code exchange or a user change for what the user gave. `data.reason` is the auth server's error code (`invalid_credentials`, `otp_expired`, `flow_state_not_found`, `bad_code_verifier`, `weak_password`, `user_already_exists`, `email_exists`, ...) and `data.status` its HTTP status (absent when no request was sent: `flow_state_not_found` for a code with no flow in progress here). Any stored session is kept. Not retryable as is: the user corrects the input.",
+            example: Error::AuthFailed {
+                reason: "invalid_credentials".into(),
+                status: Some(400),
+                message: String::new(),
+            },
+            retryable: Some(false),
+            requires: Some("reason"),
+        },
         ErrorKind::InvalidParams => KindDoc {
             message: "Invalid params: `data.field` names the param at fault (`params` for the params as a whole). Not retryable.",
             example: Error::invalid_params("toolkit", ""),
@@ -631,9 +651,9 @@ fn error_data_schema() -> Value {
                 "minimum": 0,
             },
             "reason": {
-                "description": "`auth_expired` only: why the session is considered gone.",
+                "description": "`auth_expired`: why the session is considered gone (one of the reasons listed for -32001). `auth_failed`: the auth server's error code, e.g. `invalid_credentials`, `otp_expired`, `flow_state_not_found`.",
                 "type": "string",
-                "enum": auth_expired_reasons(),
+                "minLength": 1,
             },
             "field": {
                 "description": "`invalid_params` only: the param at fault (`params` when it is the params as a whole).",
@@ -656,6 +676,9 @@ fn error_schema() -> Value {
         }
         if let Some(member) = doc.requires {
             data["required"] = json!([member]);
+        }
+        if kind == ErrorKind::AuthExpired {
+            data["properties"]["reason"] = json!({"enum": auth_expired_reasons()});
         }
         rules.push(json!({
             "if": {"properties": {"code": {"const": kind.code()}}},
@@ -765,7 +788,11 @@ mod tests {
             ]
         );
         spec.access = Access::Gated;
-        assert_eq!(spec.errors(), ErrorKind::ALL);
+        let gated: Vec<_> = ErrorKind::ALL
+            .into_iter()
+            .filter(|kind| *kind != ErrorKind::AuthFailed)
+            .collect();
+        assert_eq!(spec.errors(), gated);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn is_reportable(error: &Error) -> bool {
         } => *malformed || status.is_some_and(|s| s >= 500),
         Error::Storage(_) | Error::Internal(_) => true,
         Error::AuthExpired { .. }
+        | Error::AuthFailed { .. }
         | Error::RateLimited { .. }
         | Error::Unavailable(_)
         | Error::InvalidParams { .. } => false,

@@ -110,9 +110,64 @@ impl LogoutScope {
 /// What an answer was for: the same status means different things per endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `/token?grant_type=refresh_token`.
     Token,
     User,
     Logout,
+    /// Where the user's own input is judged: `/signup`, `/token?grant_type=password` and
+    /// `pkce`, `/otp`, `/verify`, `/recover`. A 4xx with an error code is the user's to fix.
+    SignIn,
+    /// `PUT /user`: the session is judged as at `GET /user`, the new values as at sign-in.
+    UpdateUser,
+}
+
+/// What a sign-in endpoint answered: a session, or only the user (a confirmation email or
+/// text was sent first, as `/signup` without auto-confirm answers), or nothing (`/otp`,
+/// `/recover`).
+#[derive(Debug)]
+pub enum SignInAnswer {
+    Session(IssuedSession),
+    User(Value),
+    Nothing,
+}
+
+impl SignInAnswer {
+    /// GoTrue answers a session (with `access_token`) or, without one, the user itself.
+    fn parse(body: &[u8], status: StatusCode) -> Result<Self> {
+        let value: Value = match body.iter().all(u8::is_ascii_whitespace) {
+            true => return Ok(Self::Nothing),
+            false => serde_json::from_slice(body).map_err(|_| malformed(status))?,
+        };
+        if value.get("access_token").is_some() {
+            let issued =
+                serde_json::from_value::<IssuedSession>(value).map_err(|_| malformed(status))?;
+            return Ok(Self::Session(issued));
+        }
+        match value {
+            Value::Object(map) if map.contains_key("id") => Ok(Self::User(Value::Object(map))),
+            Value::Object(_) => Ok(Self::Nothing),
+            _ => Err(malformed(status)),
+        }
+    }
+}
+
+/// How much of a value the query string carries, as JavaScript's `encodeURIComponent`
+/// (which auth-js uses for `redirect_to`, `provider` and `scopes`) leaves it: unreserved
+/// characters and `!'()*` stay, everything else is percent-encoded.
+const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// `value` encoded as `encodeURIComponent` does.
+pub fn uri_component(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, URI_COMPONENT).to_string()
 }
 
 /// The auth server client. Cheap to clone; clones share the concurrency bound.
@@ -190,6 +245,64 @@ impl AuthServer {
         }
     }
 
+    /// `POST <path>[?redirect_to=]` of a sign-in endpoint with a JSON body. `redirect_to`
+    /// joins the query as auth-js adds it (`?redirect_to=` or `&redirect_to=`).
+    pub async fn sign_in_call(
+        &self,
+        path: &str,
+        redirect_to: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<SignInAnswer> {
+        let path = with_redirect(path, redirect_to);
+        let request = self.request(Method::POST, &path).json(body);
+        let answer = self.upstream.send(request).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Endpoint::SignIn, &answer));
+        }
+        SignInAnswer::parse(&answer.body, answer.status)
+    }
+
+    /// `PUT /user[?redirect_to=]`: changes the user's email, phone, password or data; the
+    /// user as the auth server has it now.
+    pub async fn update_user(
+        &self,
+        access_token: &str,
+        redirect_to: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<Value> {
+        let path = with_redirect("/user", redirect_to);
+        let request = self
+            .request(Method::PUT, &path)
+            .header(AUTHORIZATION, bearer(access_token))
+            .json(body);
+        let answer = self.upstream.send(request).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Endpoint::UpdateUser, &answer));
+        }
+        match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(user @ Value::Object(_)) => Ok(user),
+            _ => Err(malformed(answer.status)),
+        }
+    }
+
+    /// `{AUTH_URL}/authorize?...` for `provider`: what the browser opens to sign in with a
+    /// third party. Built as auth-js builds it, parameter for parameter and in its order.
+    pub fn authorize_url(&self, query: &[(&str, &str)], extra: &[(String, String)]) -> String {
+        let mut parts: Vec<String> = query
+            .iter()
+            .map(|(key, value)| format!("{key}={}", uri_component(value)))
+            .collect();
+        if !extra.is_empty() {
+            // As `new URLSearchParams(queryParams).toString()`: form encoding.
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (key, value) in extra {
+                form.append_pair(key, value);
+            }
+            parts.push(form.finish());
+        }
+        format!("{}/authorize?{}", self.base_url, parts.join("&"))
+    }
+
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let request = self
             .upstream
@@ -206,6 +319,16 @@ impl TokenEndpoint for AuthServer {
     fn refresh(&self, refresh_token: String) -> BoxFuture<'static, Result<IssuedSession>> {
         let server = self.clone();
         Box::pin(async move { server.refresh_session(&refresh_token).await })
+    }
+}
+
+fn with_redirect(path: &str, redirect_to: Option<&str>) -> String {
+    match redirect_to {
+        None => path.to_string(),
+        Some(to) => {
+            let joint = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{joint}redirect_to={}", uri_component(to))
+        }
     }
 }
 
@@ -276,10 +399,24 @@ pub fn classify(endpoint: Endpoint, status: StatusCode, headers: &HeaderMap, tex
             AuthExpiredReason::RefreshRejected,
             format!("the auth server rejected the refresh token: {detail}"),
         ),
-        (Endpoint::User, 400..=499) if code_is(GONE_SESSION_CODES) => Error::auth_expired(
-            AuthExpiredReason::SessionNotFound,
-            format!("the auth server no longer knows this session: {detail}"),
-        ),
+        (Endpoint::User | Endpoint::UpdateUser, 400..=499) if code_is(GONE_SESSION_CODES) => {
+            Error::auth_expired(
+                AuthExpiredReason::SessionNotFound,
+                format!("the auth server no longer knows this session: {detail}"),
+            )
+        }
+        // A refusal of what the user typed, when the auth server names it. Not a 401 (a
+        // gateway refusing the API key: a configuration fault), and at `PUT /user` only the
+        // input's statuses (its 401/403 judge the session, as `GET /user`'s do).
+        (Endpoint::SignIn, 400..=499) | (Endpoint::UpdateUser, 400 | 409 | 422)
+            if status_u16 != 401 && code.is_some() =>
+        {
+            Error::AuthFailed {
+                reason: code.clone().unwrap_or_default(),
+                status: Some(status_u16),
+                message: format!("the auth server refused: {detail}"),
+            }
+        }
         _ => Error::backend_status(
             status_u16,
             format!("auth server returned {status_u16}: {detail}"),

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod composio;
 pub mod core;
+pub mod sign_in;
 pub mod user;
 
 use schemars::JsonSchema;

@@ -13,10 +13,13 @@
 //! - [`gate`]: the only way into gated methods.
 //! - [`refresh`]: single-flight refresh against the auth server, and the ticker.
 //! - [`model`]: what a session is, and what the shell may see of it.
+//! - [`pkce`]: the verifier of a sign-in flow that ends in a browser or an emailed link,
+//!   in its own keyring entry beside the session.
 
 pub mod gate;
 pub mod lock;
 pub mod model;
+pub mod pkce;
 pub mod refresh;
 pub mod store;
 
@@ -110,6 +113,9 @@ pub struct Sessions {
     changed_in_memory: AtomicBool,
     /// The lock file could not be used: said once.
     lock_trouble_told: AtomicBool,
+    /// The PKCE verifier's store, opened on first use (see [`pkce`]). Its lock also
+    /// serializes the flows of this process.
+    flows: Mutex<Option<pkce::FlowSlot>>,
 }
 
 impl Sessions {
@@ -152,6 +158,7 @@ impl Sessions {
             unsettled: StdMutex::new(None),
             changed_in_memory: AtomicBool::new(false),
             lock_trouble_told: AtomicBool::new(false),
+            flows: Mutex::new(None),
         })
     }
 
@@ -351,6 +358,11 @@ impl Sessions {
     /// SIGNED_IN. A write that timed out is undone once the keyring answers: the caller was
     /// told it failed.
     pub async fn sign_in(&self, session: Session) -> Result<AuthState> {
+        self.sign_in_as(session, AuthEvent::SignedIn).await
+    }
+
+    /// [`Sessions::sign_in`], announced as `event` (`SIGNED_IN` or `PASSWORD_RECOVERY`).
+    pub async fn sign_in_as(&self, session: Session, event: AuthEvent) -> Result<AuthState> {
         self.ready().await;
         let owned = self.own(OWNER_WAIT).await?;
         let _change = self.changes.lock().await;
@@ -371,7 +383,7 @@ impl Sessions {
             self.changed_in_memory.store(true, Ordering::Relaxed);
         }
         self.set_current(Some(Arc::new(session)));
-        Ok(self.emit(AuthEvent::SignedIn, &store))
+        Ok(self.emit(event, &store))
     }
 
     /// Removes the session, if any, and emits SIGNED_OUT with `reason`. Returns whether a

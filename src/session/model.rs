@@ -273,6 +273,9 @@ pub enum AuthEvent {
     /// The stored session was loaded at start (or found absent): once, first.
     InitialSession,
     SignedIn,
+    /// Signed in through a password-recovery link or code: the shell should ask for a new
+    /// password (`auth_update_user`).
+    PasswordRecovery,
     TokenRefreshed,
     /// Same tokens, another user object.
     UserUpdated,
@@ -286,6 +289,7 @@ impl AuthEvent {
         match self {
             Self::InitialSession => EventName::InitialSession,
             Self::SignedIn => EventName::SignedIn,
+            Self::PasswordRecovery => EventName::PasswordRecovery,
             Self::TokenRefreshed => EventName::TokenRefreshed,
             Self::UserUpdated => EventName::UserUpdated,
             Self::SignedOut(_) => EventName::SignedOut,
@@ -298,6 +302,7 @@ impl AuthEvent {
             Self::SignedOut(reason) => Some(reason),
             Self::InitialSession
             | Self::SignedIn
+            | Self::PasswordRecovery
             | Self::TokenRefreshed
             | Self::UserUpdated
             | Self::KeyringAvailable => None,
@@ -312,9 +317,14 @@ pub enum EventName {
     /// The stored session was loaded at start, or found absent (then `state` is signed
     /// out): sent once, before any other event.
     InitialSession,
-    /// A session was stored (`auth_store_session`), or another process stored a session of
-    /// another sign-in in the same keyring entry.
+    /// A session was stored (a sign-in method, `auth_store_session`), or another process
+    /// stored a session of another sign-in in the same keyring entry.
     SignedIn,
+    /// Signed in from a password-recovery code or link (`auth_verify_otp` with `type`
+    /// `recovery`, or `auth_exchange_code` of a flow started by
+    /// `auth_reset_password_for_email`): ask the user for a new password and set it with
+    /// `auth_update_user`.
+    PasswordRecovery,
     /// The session was refreshed, here or by another process on the same entry.
     TokenRefreshed,
     /// The stored user object changed (`auth_get_user`, or another process), same tokens.
@@ -346,7 +356,8 @@ pub enum EventName {
     )
 )]
 pub struct AuthStateChanged {
-    /// `INITIAL_SESSION` once at start; `SIGNED_IN` after `auth_store_session`;
+    /// `INITIAL_SESSION` once at start; `SIGNED_IN` after a sign-in or `auth_store_session`;
+    /// `PASSWORD_RECOVERY` after a sign-in from a password-recovery code or link;
     /// `TOKEN_REFRESHED` after a refresh; `USER_UPDATED` when the user object changed;
     /// `SIGNED_OUT` when the session is removed; `KEYRING_AVAILABLE` when a keyring unusable
     /// at start starts working. A change made by another process on the same keyring entry

@@ -402,6 +402,13 @@ fn is_fatal(error: &Error) -> bool {
 }
 
 fn refreshed_session(issued: IssuedSession, used: &Session) -> Result<Session> {
+    issued_session(issued, Some(used))
+}
+
+/// The session the auth server issued (a refresh, a sign-in). What it left out (a refresh
+/// token, the token type, the user) is kept from `previous`, the session it replaces when
+/// it is a refresh.
+pub fn issued_session(issued: IssuedSession, previous: Option<&Session>) -> Result<Session> {
     let access_token = Secret::new(issued.access_token).ok_or_else(|| {
         Error::malformed_answer(None, "the auth server returned an empty access token")
     })?;
@@ -415,11 +422,15 @@ fn refreshed_session(issued: IssuedSession, used: &Session) -> Result<Session> {
         refresh_token: issued
             .refresh_token
             .and_then(Secret::new)
-            .or_else(|| used.refresh_token.clone()),
+            .or_else(|| previous.and_then(|used| used.refresh_token.clone())),
         access_token,
         expires_at,
-        token_type: issued.token_type.or_else(|| used.token_type.clone()),
-        user: issued.user.or_else(|| used.user.clone()),
+        token_type: issued
+            .token_type
+            .or_else(|| previous.and_then(|used| used.token_type.clone())),
+        user: issued
+            .user
+            .or_else(|| previous.and_then(|used| used.user.clone())),
     })
 }
 

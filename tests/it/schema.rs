@@ -410,7 +410,10 @@ fn the_error_catalog_is_the_librarys() {
         .values()
         .map(|e| e["code"].as_i64().unwrap())
         .collect();
-    let expected: BTreeSet<i64> = [-32001, -32002, -32003, -32004, -32005, -32602, -32603].into();
+    let expected: BTreeSet<i64> = [
+        -32001, -32002, -32003, -32004, -32005, -32006, -32602, -32603,
+    ]
+    .into();
     assert_eq!(codes, expected);
 }
 
@@ -647,10 +650,29 @@ impl FakeAuth {
         async fn logout() -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
+        /// `/otp` and `/recover`: sent.
+        async fn sent() -> Response {
+            axum::Json(json!({})).into_response()
+        }
+        /// `/verify`: the code `000000` is wrong, as GoTrue says it.
+        async fn verify(
+            state: State<Arc<Mutex<u32>>>,
+            axum::Json(body): axum::Json<Value>,
+        ) -> Response {
+            if body["token"] == "000000" {
+                let error = json!({"code": 403, "error_code": "otp_expired", "msg": "Token has expired or is invalid"});
+                return (StatusCode::FORBIDDEN, axum::Json(error)).into_response();
+            }
+            token(state).await
+        }
         let refreshes = Arc::new(Mutex::new(0));
         let app = Router::new()
             .route("/token", post(token))
-            .route("/user", get(user))
+            .route("/signup", post(token))
+            .route("/otp", post(sent))
+            .route("/recover", post(sent))
+            .route("/verify", post(verify))
+            .route("/user", get(user).put(user))
             .route("/logout", post(logout))
             .with_state(refreshes.clone());
         let (port, server) = crate::harness::serve_local(app).await;
@@ -712,6 +734,17 @@ fn example_params(method: &Value) -> Value {
          #[schemars(example = ...)]"
     );
     params
+}
+
+/// The example params of the documented method `name`.
+fn method_example(name: &str) -> Value {
+    let method = served()["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not documented"));
+    example_params(method)
 }
 
 /// Every gated method of the document, with its example params.
@@ -784,6 +817,28 @@ async fn every_method_result_and_notification_matches_its_schema() {
     assert_eq!(refreshed["isAuthenticated"], true);
     assert!(*auth.refreshes.lock().unwrap() >= 1);
 
+    // Signing in inside the sidecar: every sign-in method, with its example params.
+    for method in [
+        "auth_sign_up",
+        "auth_sign_in_with_password",
+        "auth_sign_in_with_otp",
+        "auth_verify_otp",
+        "auth_reset_password_for_email",
+        "auth_update_user",
+        "auth_sign_in_with_oauth",
+        "auth_exchange_code",
+    ] {
+        call(&mut sidecar, method, method_example(method)).await;
+    }
+    let refused = call_err(
+        &mut sidecar,
+        "auth_verify_otp",
+        json!({"email": "user@example.com", "token": "000000", "type": "email"}),
+    )
+    .await;
+    assert_eq!(refused["code"], -32006);
+    assert_eq!(refused["data"]["reason"], "otp_expired");
+
     call(&mut sidecar, "auth_sign_out", json!({"scope": "others"})).await;
     let removed = call(&mut sidecar, "auth_sign_out", json!({"scope": "local"})).await;
     assert_eq!(removed["removed"], true);
@@ -816,7 +871,7 @@ async fn every_method_result_and_notification_matches_its_schema() {
             events.push(value["params"]["event"].as_str().unwrap().to_string());
         }
     }
-    for event in ["SIGNED_IN", "TOKEN_REFRESHED", "SIGNED_OUT"] {
+    for event in ["SIGNED_IN", "TOKEN_REFRESHED", "USER_UPDATED", "SIGNED_OUT"] {
         assert!(
             events.iter().any(|e| e == event),
             "no {event} in {events:?}"

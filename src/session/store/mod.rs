@@ -133,6 +133,8 @@ impl From<StoreError> for Error {
 
 struct Inner {
     slot: Slot,
+    /// The keyring the slot is in (none for memory), to build [`SessionStore::sibling`]s.
+    keyring: Option<Keyring>,
     name: &'static str,
     persistent: bool,
     runner: Runner,
@@ -208,14 +210,8 @@ impl SessionStore {
                         Some(caveat) => tracing::warn!("{caveat}"),
                         None => tracing::info!(backend = keyring.name(), "session store opened"),
                     }
-                    return SessionStore::new(
-                        Slot::Keyring(entry),
-                        keyring.name(),
-                        true,
-                        timeout,
-                        fault,
-                        None,
-                    );
+                    let slot = Slot::Keyring(entry);
+                    return SessionStore::new(slot, Some(keyring), true, timeout, fault, None);
                 }
                 Err(reason) => {
                     tracing::info!(backend = keyring.name(), %reason, "keyring backend unusable");
@@ -236,7 +232,7 @@ impl SessionStore {
             ));
             tracing::warn!("{error}");
             let slot = Slot::Unavailable;
-            return SessionStore::new(slot, keyring.name(), false, timeout, fault, Some(error));
+            return SessionStore::new(slot, Some(*keyring), false, timeout, fault, Some(error));
         }
         let error = Error::Storage(format!(
             "no usable OS keyring ({tried}); the session is kept in memory only and will not \
@@ -282,7 +278,7 @@ impl SessionStore {
                 let slot = Slot::Keyring(entry);
                 return Some(SessionStore::new(
                     slot,
-                    keyring.name(),
+                    Some(keyring),
                     true,
                     timeout,
                     fault,
@@ -295,12 +291,50 @@ impl SessionStore {
 
     fn memory(timeout: Duration, fault: Option<Fault>, unusable: Option<Error>) -> SessionStore {
         let slot = Slot::Memory(StdMutex::new(None));
-        SessionStore::new(slot, "memory", false, timeout, fault, unusable)
+        SessionStore::new(slot, None, false, timeout, fault, unusable)
+    }
+
+    /// A store for another entry of the same backend, `service`/`profile`: the PKCE verifier
+    /// is kept beside the session. Not probed (the backend answered for the session); an
+    /// entry that cannot be built is an unavailable store. A memory store's sibling is a new,
+    /// empty memory store, which the caller keeps for as long as it needs the value.
+    pub async fn sibling(&self, service: &str, profile: &str) -> SessionStore {
+        let inner = &self.inner;
+        let timeout = inner.runner.timeout();
+        let slot = match (&inner.slot, inner.keyring) {
+            (Slot::Memory(_), _) => Slot::Memory(StdMutex::new(None)),
+            (Slot::Keyring(_), Some(keyring)) => {
+                let (service, profile) = (service.to_owned(), profile.to_owned());
+                let built = runner::off_thread(move || {
+                    keyring
+                        .entry(&service, &profile)
+                        .map(OwnedEntry::new)
+                        .map_err(|e| describe(&e))
+                });
+                match tokio::time::timeout(timeout, built).await {
+                    Ok(Ok(entry)) => Slot::Keyring(entry),
+                    Ok(Err(reason)) => {
+                        tracing::warn!(%reason, "cannot open a keyring entry beside the session");
+                        Slot::Unavailable
+                    }
+                    Err(_) => Slot::Unavailable,
+                }
+            }
+            _ => Slot::Unavailable,
+        };
+        SessionStore::new(
+            slot,
+            inner.keyring,
+            inner.persistent,
+            timeout,
+            inner.fault,
+            None,
+        )
     }
 
     fn new(
         slot: Slot,
-        name: &'static str,
+        keyring: Option<Keyring>,
         persistent: bool,
         timeout: Duration,
         fault: Option<Fault>,
@@ -309,13 +343,19 @@ impl SessionStore {
         SessionStore {
             inner: Arc::new(Inner {
                 slot,
-                name,
+                keyring,
+                name: keyring.map_or("memory", Keyring::name),
                 persistent,
                 runner: Runner::new(timeout),
                 fault,
                 unusable,
             }),
         }
+    }
+
+    /// Whether `other` is this very store (a clone of it).
+    pub fn same_as(&self, other: &SessionStore) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// False when the session lives only in this process (no keyring, or `memory` asked for).
