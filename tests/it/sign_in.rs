@@ -45,6 +45,12 @@ async fn start(fake: &FakeGoTrue, extra: &[(&str, &str)]) -> Run {
 /// the fake knows, no password and nothing in `secrets` reached stdout, stderr or Sentry,
 /// and that Sentry heard nothing at all (none of these outcomes is a fault).
 async fn finish(run: Run, fake: &FakeGoTrue, secrets: &[&str]) {
+    let envelopes = finish_reported(run, fake, secrets).await;
+    assert_eq!(envelopes, Vec::<String>::new(), "nothing reaches Sentry");
+}
+
+/// [`finish`] that lets Sentry have events; returns them (checked free of secrets).
+async fn finish_reported(run: Run, fake: &FakeGoTrue, secrets: &[&str]) -> Vec<String> {
     let Run {
         mut sidecar,
         sentry,
@@ -68,7 +74,7 @@ async fn finish(run: Run, fake: &FakeGoTrue, secrets: &[&str]) {
             );
         }
     }
-    assert_eq!(envelopes, Vec::<String>::new(), "nothing reaches Sentry");
+    envelopes
 }
 
 /// Once a ping sent now is answered, every notification written before it has been read.
@@ -163,12 +169,26 @@ fn assert_tokenless(fake: &FakeGoTrue, value: &Value) {
 }
 
 fn assert_auth_failed(response: &Value, reason: &str, status: u16) {
+    assert_eq!(response["error"]["data"]["status"], status, "{response}");
+    assert_auth_failed_here(response, reason);
+}
+
+/// `auth_failed` of any status (absent when no request was sent).
+fn assert_auth_failed_here(response: &Value, reason: &str) {
     assert_eq!(response["error"]["code"], -32006, "{response}");
     let data = &response["error"]["data"];
     assert_eq!(data["kind"], "auth_failed", "{response}");
     assert_eq!(data["retryable"], false, "{response}");
     assert_eq!(data["reason"], reason, "{response}");
-    assert_eq!(data["status"], status, "{response}");
+}
+
+/// `auth_failed` `flow_state_not_found` decided here: no verifier, no request, no status.
+fn assert_no_flow_here(response: &Value) {
+    assert_auth_failed_here(response, "flow_state_not_found");
+    assert!(
+        response["error"]["data"].get("status").is_none(),
+        "no request, no status: {response}"
+    );
 }
 
 fn assert_rate_limited(response: &Value) {
@@ -599,6 +619,31 @@ async fn a_429_is_rate_limited_and_not_retried() {
 }
 
 #[tokio::test]
+async fn a_5xx_is_a_backend_error_and_reaches_sentry_without_secrets() {
+    // The control for every other test here: in this setup a fault does reach Sentry.
+    let fake = FakeGoTrue::start().await;
+    fake.add_user("lin@example.com", PASSWORD);
+    fake.fail_next_token(
+        1,
+        500,
+        json!({"code": 500, "error_code": "unexpected_failure", "msg": "boom"}),
+    );
+    let mut run = start(&fake, &[]).await;
+    let failed = run
+        .sidecar
+        .request(
+            "auth_sign_in_with_password",
+            json!({"email": "lin@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(failed["error"]["code"], -32003, "{failed}");
+    assert_eq!(failed["error"]["data"]["retryable"], true, "{failed}");
+    assert_eq!(fake.token_calls(), 1, "a sign-in is not retried");
+    let envelopes = finish_reported(run, &fake, &[]).await;
+    assert_eq!(envelopes.len(), 1, "{envelopes:?}");
+}
+
+#[tokio::test]
 async fn a_redirect_from_a_sign_in_endpoint_is_an_error_and_not_followed() {
     let fake = FakeGoTrue::start().await;
     fake.add_user("lin@example.com", PASSWORD);
@@ -855,12 +900,28 @@ async fn invalid_params_name_the_field_and_never_echo_the_value() {
         ),
         ("auth_exchange_code", json!({})),
         ("auth_sign_in_with_oauth", json!({})),
+        (
+            "auth_sign_in_with_otp",
+            json!({"email": "echo-me@example.com", "redirectTo": "app://typo"}),
+        ),
+        (
+            "auth_verify_otp",
+            json!({"email": "echo-me@example.com", "token": "123456",
+                   "token_hash": "echo-me-hash", "type": "email"}),
+        ),
+        ("auth_update_user", json!({})),
     ];
     for (method, params) in calls {
         let response = run.sidecar.request(method, params.clone()).await;
         assert_invalid_params(
             &response,
-            &[PASSWORD, "echo-me@example.com", "+15559876", "echo-me-type"],
+            &[
+                PASSWORD,
+                "echo-me@example.com",
+                "+15559876",
+                "echo-me-type",
+                "echo-me-hash",
+            ],
         );
         assert!(
             response["error"]["data"]["field"].is_string(),
@@ -1048,10 +1109,13 @@ async fn oauth_url_exchange_and_a_second_exchange_of_the_same_code() {
         &mut run,
         &fake,
         json!({"provider": "github", "redirect_to": REDIRECT, "scopes": "repo read:user",
-               "query_params": {"prompt": "consent", "login_hint": "a b"}}),
+               "query_params": {"login_hint": "a b"}}),
     )
     .await;
     assert_eq!(fake.requests(), [], "no network call to start");
+    // auth-js's encodings: encodeURIComponent for `scopes`, URLSearchParams for the rest.
+    assert!(url.contains("&scopes=repo%20read%3Auser&"), "{url}");
+    assert!(url.ends_with("&login_hint=a+b"), "{url}");
     let query = oauth_query(&fake, &url);
     let query_names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -1062,7 +1126,6 @@ async fn oauth_url_exchange_and_a_second_exchange_of_the_same_code() {
             "scopes",
             "code_challenge",
             "code_challenge_method",
-            "prompt",
             "login_hint"
         ],
         "auth-js's order: {url}"
@@ -1073,8 +1136,7 @@ async fn oauth_url_exchange_and_a_second_exchange_of_the_same_code() {
     let challenge = query[3].1.clone();
     assert_challenge_shape(&challenge);
     assert_eq!(query[4].1, "s256");
-    assert_eq!(query[5].1, "consent");
-    assert_eq!(query[6].1, "a b");
+    assert_eq!(query[5].1, "a b");
     assert!(events(&mut run.sidecar).await.is_empty());
 
     let code = authorize(&url).await;
@@ -1094,11 +1156,36 @@ async fn oauth_url_exchange_and_a_second_exchange_of_the_same_code() {
         .sidecar
         .request("auth_exchange_code", json!({"auth_code": code}))
         .await;
-    assert_auth_failed(&again, "flow_state_not_found", 404);
+    assert_no_flow_here(&again);
     assert_eq!(pkce_exchanges(&fake), 1, "no verifier, no request");
     assert_eq!(state(&mut run.sidecar).await, exchanged);
     assert_eq!(names(&events(&mut run.sidecar).await), ["SIGNED_IN"]);
     finish(run, &fake, &[&verifier]).await;
+}
+
+#[tokio::test]
+async fn oauth_query_params_keep_the_order_they_were_given_in() {
+    // auth-js appends `new URLSearchParams(queryParams)`: the object's own order.
+    let fake = FakeGoTrue::start().await;
+    let mut run = start(&fake, &[]).await;
+    // A raw line: json! would sort the members.
+    run.sidecar
+        .send_line(
+            r#"{"jsonrpc":"2.0","id":"oauth","method":"auth_sign_in_with_oauth","params":{"provider":"github","query_params":{"prompt":"consent","login_hint":"x","access_type":"offline"}}}"#,
+        )
+        .await;
+    let started = run.sidecar.recv_response(&json!("oauth")).await;
+    let url = result(&fake, &started)["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a url: {started}"))
+        .to_string();
+    assert!(
+        url.ends_with(
+            "&code_challenge_method=s256&prompt=consent&login_hint=x&access_type=offline"
+        ),
+        "{url}"
+    );
+    finish(run, &fake, &[]).await;
 }
 
 #[tokio::test]
@@ -1144,11 +1231,47 @@ async fn a_new_flow_replaces_the_verifier_and_a_failed_exchange_deletes_it() {
         .sidecar
         .request("auth_exchange_code", json!({"auth_code": second_code}))
         .await;
-    assert_auth_failed(&gone, "flow_state_not_found", 404);
+    assert_no_flow_here(&gone);
     assert_eq!(pkce_exchanges(&fake), 1);
     assert_eq!(state(&mut run.sidecar).await, before);
     assert_eq!(events(&mut run.sidecar).await.len(), before_events);
     finish(run, &fake, &[&verifier]).await;
+}
+
+#[tokio::test]
+async fn a_refused_flow_and_a_sign_up_signed_in_at_once_leave_no_verifier() {
+    let fake = FakeGoTrue::start().await;
+    let mut run = start(&fake, &[]).await;
+    let refused = run
+        .sidecar
+        .request(
+            "auth_sign_in_with_otp",
+            json!({"email": "stranger@example.com", "create_user": false}),
+        )
+        .await;
+    assert_auth_failed(&refused, "otp_disabled", 422);
+    let exchanged = run
+        .sidecar
+        .request("auth_exchange_code", json!({"auth_code": "any-code"}))
+        .await;
+    assert_no_flow_here(&exchanged);
+
+    fake.set_autoconfirm(true);
+    let signed = run
+        .sidecar
+        .request(
+            "auth_sign_up",
+            json!({"email": "quick@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(result(&fake, &signed)["confirmationSent"], false);
+    let exchanged = run
+        .sidecar
+        .request("auth_exchange_code", json!({"auth_code": "any-code"}))
+        .await;
+    assert_no_flow_here(&exchanged);
+    assert_eq!(pkce_exchanges(&fake), 0);
+    finish(run, &fake, &[]).await;
 }
 
 #[tokio::test]
