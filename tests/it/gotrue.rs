@@ -206,6 +206,8 @@ struct Account {
     new_email: Option<String>,
     new_phone: Option<String>,
     confirmation_sent: bool,
+    /// Bumped by every `PUT /user`, as GoTrue's `updated_at`.
+    updates: u32,
 }
 
 impl Account {
@@ -220,7 +222,7 @@ impl Account {
             "user_metadata": self.user_metadata,
             "identities": [],
             "created_at": "2024-01-01T00:00:00Z",
-            "updated_at": "2024-01-01T00:00:00Z",
+            "updated_at": format!("2024-01-01T00:{:02}:{:02}Z", self.updates / 60 % 60, self.updates % 60),
             "is_anonymous": false,
         });
         if self.confirmed {
@@ -431,6 +433,7 @@ impl Inner {
             new_email: None,
             new_phone: None,
             confirmation_sent: false,
+            updates: 0,
         });
         self.accounts.len() - 1
     }
@@ -1600,6 +1603,7 @@ async fn signup(
         g.start_flow(challenge, method, Some(user_id), "email/signup", email);
     }
     g.accounts[account].confirmation_sent = true;
+    g.accounts[account].updates += 1;
     axum::Json(g.accounts[account].json()).into_response()
 }
 
@@ -2035,5 +2039,6 @@ async fn update_user(
             }
         }
     }
+    g.accounts[account].updates += 1;
     axum::Json(g.accounts[account].json()).into_response()
 }

@@ -1069,7 +1069,7 @@ fn oauth_query(fake: &FakeGoTrue, url: &str) -> Vec<(String, String)> {
 
 /// GETs the OAuth URL from the fake (no redirect followed); returns the auth code of the
 /// redirect to the app.
-async fn authorize(url: &str) -> String {
+pub(crate) async fn authorize(url: &str) -> String {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
