@@ -1,6 +1,7 @@
 //! The guided demo driven by `scripts/demo.sh`: spawns the sidecar over pipes, as a desktop
 //! shell would, and walks through the whole flow against a local dev backend
-//! (`examples/dev_backend.rs`), printing each request, its result and every notification.
+//! (`examples/dev_backend.rs`: the product routes and a GoTrue-compatible auth server under
+//! `/auth/v1`), printing each request, its result and every notification.
 //!
 //! ```text
 //! demo --backend http://127.0.0.1:PORT [--sidecar PATH] [--sidecar-pid-file PATH]
@@ -10,15 +11,23 @@
 //!   (`target/debug/examples/demo` -> `target/debug/core-sidecar`).
 //! - `--sidecar-pid-file` writes the sidecar's pid there (for the script's cleanup trap).
 //!
-//! The sidecar runs with `CORE_SIDECAR_BACKEND_URL` set to `--backend`, `RUST_LOG=warn`,
+//! The sidecar runs with `CORE_SIDECAR_BACKEND_URL` set to `--backend`,
+//! `CORE_SIDECAR_AUTH_URL` to `--backend` + `/auth/v1`, `RUST_LOG=warn`,
 //! `CORE_SIDECAR_KEYRING=memory` unless the caller sets `CORE_SIDECAR_KEYRING`, and
 //! `CORE_SIDECAR_PROFILE=demo` unless set (so a real keyring's session is never touched).
-//! The auth server and Sentry settings are removed: nothing leaves the machine.
+//! The auth API key and Sentry settings are removed: nothing leaves the machine.
+//!
+//! It signs in for real, twice: with an emailed one-time code (the dev auth server prints it
+//! on its log; the driver reads it from `GET /dev/otp`), then with OAuth and PKCE (the driver
+//! plays the browser: it opens the sign-in URL without following the redirect and takes the
+//! `code` from its `Location`, as the OS would hand the app its callback URL).
 //!
 //! Every step is checked: the driver exits 1 at the first step that does not behave as
-//! expected, if the fake token ever shows up in the sidecar's stdout or stderr, or if the
-//! sidecar does not exit 0 when its stdin closes. So it doubles as a smoke test
-//! (`tests/it/demo.rs`). Colors only when stdout is a terminal (and `NO_COLOR` is unset).
+//! expected, if any access token, refresh token, auth code or PKCE verifier (the dev auth
+//! server lists every one it issued or received at `GET /dev/secrets`) shows up in the
+//! sidecar's stdout or stderr or in what the driver printed, or if the sidecar does not exit
+//! 0 when its stdin closes. So it doubles as a smoke test (`tests/it/demo.rs`). Colors only
+//! when stdout is a terminal (and `NO_COLOR` is unset).
 
 // A command-line tool: the walkthrough goes to stdout, failures to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -33,16 +42,30 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 /// How long one response or notification may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
-/// The fake user the demo signs in as.
-const USER_ID: &str = "demo-user";
-const USER_EMAIL: &str = "newcomer@example.com";
-/// 2100-01-01T00:00:00Z: the fake token never expires during the demo.
-const FAR_FUTURE_EXP: u64 = 4_102_444_800;
+/// The dev auth server's one user (examples/dev_backend.rs).
+const DEMO_EMAIL: &str = "demo@example.com";
+/// Where the OAuth provider sends the browser back: the app's own URL scheme.
+const REDIRECT_TO: &str = "coresidecar-demo://auth/callback";
+
+/// Everything the walkthrough printed, checked for secrets at the end.
+static PRINTED: Mutex<String> = Mutex::new(String::new());
+
+/// `println!` that also keeps the line for the final leak check.
+macro_rules! say {
+    () => { say!("") };
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        if let Ok(mut printed) = PRINTED.lock() {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        println!("{line}");
+    }};
+}
 
 type Outcome<T = ()> = Result<T, String>;
 
@@ -208,31 +231,51 @@ fn raw_result(line: &str) -> Option<String> {
     Some(members.get("result")?.get().to_string())
 }
 
-/// A JWT-shaped token with a far-future `exp` (unsigned: the sidecar reads `exp` without
-/// verifying, and the dev backend accepts any token). Unique per run.
-fn fake_jwt() -> String {
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let header = json!({"alg": "HS256", "typ": "JWT"});
-    let claims = json!({
-        "sub": USER_ID,
-        "email": USER_EMAIL,
-        "iat": now.as_secs(),
-        "exp": FAR_FUTURE_EXP,
-        "jti": format!("demo-{}-{}", std::process::id(), now.subsec_nanos()),
-    });
-    format!(
-        "{}.{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes()),
-        b64(b"not-a-real-signature"),
-    )
+/// A result's `user` object cut to its id and email (GoTrue's whole user is a screenful).
+fn shorten_user(raw: &str) -> String {
+    let Ok(members) = serde_json::from_str::<
+        std::collections::HashMap<String, Box<serde_json::value::RawValue>>,
+    >(raw) else {
+        return raw.to_string();
+    };
+    let Some(user_raw) = members.get("user").map(|u| u.get()) else {
+        return raw.to_string();
+    };
+    let Ok(Value::Object(user)) = serde_json::from_str::<Value>(user_raw) else {
+        return raw.to_string();
+    };
+    let mut short = String::from("{");
+    for key in ["id", "email"] {
+        if let Some(value) = user.get(key) {
+            let _ = write!(short, "{}:{value},", json!(key));
+        }
+    }
+    short.push_str("…}");
+    raw.replacen(user_raw, &short, 1)
 }
 
-/// One plain HTTP/1.1 request to the dev backend (127.0.0.1 only): status and body.
-fn http(method: &str, url: &str) -> Outcome<(u16, String)> {
+/// An HTTP answer from the dev backend.
+struct HttpAnswer {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl HttpAnswer {
+    /// The `data` of a `{"success", "data"}` answer.
+    fn data(&self, what: &str) -> Outcome<Value> {
+        let value: Value = serde_json::from_str(&self.body)
+            .map_err(|e| format!("{what}: not JSON ({e}): {}", self.body))?;
+        match value.get("data") {
+            Some(data) if self.status == 200 => Ok(data.clone()),
+            _ => Err(format!("{what} answered {}: {}", self.status, self.body)),
+        }
+    }
+}
+
+/// One plain HTTP/1.1 request to the dev backend (127.0.0.1 only), never following a
+/// redirect: status, `Location` and body.
+fn http(method: &str, url: &str, body: Option<&Value>) -> Outcome<HttpAnswer> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// URL: {url}"))?;
@@ -240,26 +283,54 @@ fn http(method: &str, url: &str) -> Outcome<(u16, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let fail = |e: std::io::Error| format!("{method} {url}: {e}");
+    let shown = url.split('?').next().unwrap_or(url);
+    let fail = |e: std::io::Error| format!("{method} {shown}: {e}");
     let mut stream = TcpStream::connect(host).map_err(fail)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
+    let (content_type, body) = match body {
+        Some(body) => ("Content-Type: application/json\r\n", body.to_string()),
+        None => ("", String::new()),
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{content_type}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(fail)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(fail)?;
-    let status = response
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or((response.as_str(), ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {url}: not an HTTP response"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+        .ok_or_else(|| format!("{method} {shown}: not an HTTP response"))?;
+    let location = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    });
+    Ok(HttpAnswer {
+        status,
+        location,
+        body: body.to_string(),
+    })
+}
+
+/// Every token, auth code and verifier the dev auth server issued or received: none may
+/// appear in any output. Short values (the 6-digit codes) are not listed there.
+fn issued_secrets(backend: &str) -> Outcome<Vec<String>> {
+    let data = http("GET", &format!("{backend}/dev/secrets"), None)?.data("GET /dev/secrets")?;
+    Ok(data["secrets"]
+        .as_array()
+        .ok_or_else(|| format!("GET /dev/secrets: no list in {data}"))?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect())
 }
 
 /// The running sidecar and what it has said so far.
@@ -276,19 +347,21 @@ struct Sidecar {
     notifications: Vec<Value>,
     /// How many of `notifications` a step has already claimed.
     claimed: usize,
-    token: String,
+    /// Values the driver sends but never shows (the one-time code, the auth code), with
+    /// what is shown instead.
+    hidden: Vec<(String, &'static str)>,
     style: Style,
 }
 
 impl Sidecar {
-    fn spawn(args: &Args, token: String, style: Style) -> Outcome<Sidecar> {
+    fn spawn(args: &Args, style: Style) -> Outcome<Sidecar> {
         let mut cmd = Command::new(&args.sidecar);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("CORE_SIDECAR_BACKEND_URL", &args.backend)
+            .env("CORE_SIDECAR_AUTH_URL", format!("{}/auth/v1", args.backend))
             .env("RUST_LOG", "warn")
-            .env_remove("CORE_SIDECAR_AUTH_URL")
             .env_remove("CORE_SIDECAR_AUTH_API_KEY")
             .env_remove("SENTRY_DSN");
         for (key, default) in [
@@ -341,14 +414,23 @@ impl Sidecar {
             next_id: 1,
             notifications: Vec::new(),
             claimed: 0,
-            token,
+            hidden: Vec::new(),
             style,
         })
     }
 
-    /// What the user sees of a value we send: the token replaced.
+    /// From now on, `value` is shown as `label` in what the driver prints.
+    fn hide(&mut self, value: &str, label: &'static str) {
+        self.hidden.push((value.to_string(), label));
+    }
+
+    /// What the user sees of a value we send: the hidden values replaced.
     fn redact(&self, text: &str) -> String {
-        text.replace(&self.token, "<fake JWT>")
+        self.hidden
+            .iter()
+            .fold(text.to_string(), |text, (value, label)| {
+                text.replace(value, label)
+            })
     }
 
     /// Reads one stdout line, or fails after `deadline`: the parsed value and the raw line.
@@ -365,9 +447,6 @@ impl Sidecar {
                 ));
             }
         };
-        if line.contains(&self.token) {
-            return Err("the sidecar printed the access token on stdout".into());
-        }
         let value =
             serde_json::from_str(&line).map_err(|e| format!("not JSON on stdout ({e}): {line}"))?;
         Ok((value, line))
@@ -391,7 +470,7 @@ impl Sidecar {
             ", isAuthenticated {}, userId {}",
             state["isAuthenticated"], state["userId"]
         );
-        println!("    {}", self.style.magenta(&format!("◆ {text}")));
+        say!("    {}", self.style.magenta(&format!("◆ {text}")));
         self.notifications.push(message);
         Ok(())
     }
@@ -406,7 +485,7 @@ impl Sidecar {
             Value::Object(map) if map.is_empty() => method.to_string(),
             params => format!("{method} {}", self.redact(&compact(params))),
         };
-        println!(
+        say!(
             "{} {} {}",
             self.style.bold(&if step == 0 {
                 "    →".to_string()
@@ -439,8 +518,9 @@ impl Sidecar {
     fn show_response(&self, response: &Value, line: &str) {
         let s = self.style;
         if let Some(result) = response.get("result") {
-            let text = raw_result(line).map_or_else(|| compact(result), |raw| spaced(&raw));
-            println!("    {} {text}", s.green("←"));
+            let text =
+                raw_result(line).map_or_else(|| compact(result), |raw| spaced(&shorten_user(&raw)));
+            say!("    {} {text}", s.green("←"));
         } else {
             let error = &response["error"];
             let data = &error["data"];
@@ -453,7 +533,7 @@ impl Sidecar {
                 let _ = write!(text, " (reason: {reason})");
             }
             let _ = write!(text, ": {}", error["message"].as_str().unwrap_or(""));
-            println!("    {} {}", s.yellow("←"), s.yellow(&text));
+            say!("    {} {}", s.yellow("←"), s.yellow(&text));
         }
     }
 
@@ -552,30 +632,34 @@ fn run(args: &Args, style: Style) -> Outcome {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "memory".into());
-    println!(
+    say!(
         "{}",
         style.bold(
             "core-sidecar demo: this program plays the desktop app, talking JSON-RPC to the sidecar over its pipes."
         )
     );
-    println!(
+    say!(
         "{}",
         style.dim(&format!(
-            "dev backend {} (no accounts) · keyring {keyring} · → request  ← response  ◆ notification",
+            "dev backend and auth server {} (no accounts) · keyring {keyring} · → request  ← response  ◆ notification",
             args.backend
         ))
     );
-    println!();
+    say!();
 
-    let token = fake_jwt();
-    let mut sc = Sidecar::spawn(args, token.clone(), style)?;
-    walk(args, style, &mut sc, &token).map_err(|e| {
+    let mut sc = Sidecar::spawn(args, style)?;
+    walk(args, style, &mut sc).map_err(|e| {
         let _ = sc.child.kill();
         let _ = sc.child.wait();
         if let Some(reader) = sc.stderr_reader.take() {
             let _ = reader.join();
         }
-        let stderr = sc.stderr().replace(&token, "<fake JWT>");
+        let secrets = issued_secrets(&args.backend).unwrap_or_default();
+        let stderr = secrets
+            .iter()
+            .fold(sc.redact(&sc.stderr()), |text, secret| {
+                text.replace(secret.as_str(), "<secret>")
+            });
         if stderr.trim().is_empty() {
             e
         } else {
@@ -584,8 +668,28 @@ fn run(args: &Args, style: Style) -> Outcome {
     })
 }
 
-/// The nineteen steps, then the shutdown.
-fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
+/// A state with this user signed in, its access token valid for about an hour.
+fn check_signed_in(state: &Value, user_id: Option<&str>) -> Outcome<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let id = state["userId"].as_str().unwrap_or_default().to_string();
+    check(
+        state["isAuthenticated"] == true
+            && !id.is_empty()
+            && user_id.is_none_or(|u| u == id)
+            && state["user"]["email"] == DEMO_EMAIL
+            && state["expiresAt"]
+                .as_u64()
+                .is_some_and(|at| at > now + 3000 && at <= now + 3700),
+        format!("expected {DEMO_EMAIL} signed in for an hour, got {state}"),
+    )?;
+    Ok(id)
+}
+
+/// The twenty-three steps, then the shutdown.
+fn walk(args: &Args, style: Style, sc: &mut Sidecar) -> Outcome {
     // 1. Which sidecar is this?
     let r = sc.call(1, "core_version", json!({}), "which sidecar and protocol?")?;
     let v = result(&r, "core_version")?;
@@ -599,7 +703,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     sc.expect_notification("INITIAL_SESSION", None)?;
     if result(&r, "auth_get_state")?["isAuthenticated"] == true {
         // Only possible with a persistent keyring and a session left by an earlier run.
-        println!(
+        say!(
             "    {}",
             style.dim("a session from an earlier demo run is stored: clearing it first")
         );
@@ -617,25 +721,62 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     )?;
     expect_auth_expired(&r, Some("no_session"))?;
 
-    // 4. Sign in: the shell hands over the session it got from the auth server.
+    // 4-5. Sign in with an emailed one-time code.
     let r = sc.call(
         4,
-        "auth_store_session",
-        json!({"access_token": token, "user": {"id": USER_ID}}),
-        "sign in (expiry read from the JWT)",
+        "auth_sign_in_with_otp",
+        json!({"email": DEMO_EMAIL}),
+        "sign in: email me a code",
     )?;
-    let state = result(&r, "auth_store_session")?;
     check(
-        state["isAuthenticated"] == true
-            && state["userId"] == USER_ID
-            && state["expiresAt"] == FAR_FUTURE_EXP,
-        format!("unexpected state after auth_store_session: {state}"),
+        result(&r, "auth_sign_in_with_otp")?["sent"] == true,
+        format!("expected sent: true, got {r}"),
     )?;
-    sc.expect_notification("SIGNED_IN", None)?;
-
-    // 5-6. Gated calls now reach the backend with the token.
+    let otp = http(
+        "GET",
+        &format!(
+            "{}/dev/otp?email={}",
+            args.backend,
+            DEMO_EMAIL.replace('@', "%40")
+        ),
+        None,
+    )?
+    .data("GET /dev/otp")?;
+    let Some(code) = otp["code"].as_str().map(str::to_string) else {
+        return Err(format!("GET /dev/otp: no code in {otp}"));
+    };
+    sc.hide(&code, "<the code>");
+    say!(
+        "    {}",
+        style.dim("(the dev auth server \"emailed\" a 6-digit code to its log; the demo reads it at GET /dev/otp)")
+    );
+    let wrong = if code == "000000" { "111111" } else { "000000" };
     let r = sc.call(
         5,
+        "auth_verify_otp",
+        json!({"email": DEMO_EMAIL, "token": wrong, "type": "email"}),
+        "a wrong code: refused, nothing changes",
+    )?;
+    let error = &r["error"];
+    check(
+        error["code"] == -32006
+            && error["data"]["kind"] == "auth_failed"
+            && error["data"]["reason"] == "otp_expired"
+            && error["data"]["status"] == 403,
+        format!("expected error -32006 auth_failed reason otp_expired, got {r}"),
+    )?;
+    let r = sc.call(
+        0,
+        "auth_verify_otp",
+        json!({"email": DEMO_EMAIL, "token": code, "type": "email"}),
+        "the right one: signed in",
+    )?;
+    let user_id = check_signed_in(result(&r, "auth_verify_otp")?, None)?;
+    sc.expect_notification("SIGNED_IN", None)?;
+
+    // 6-7. Gated calls now reach the backend with the auth server's access token.
+    let r = sc.call(
+        6,
         "composio_list_toolkits",
         json!({}),
         "now through the session gate",
@@ -646,15 +787,96 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
             .is_some_and(|t| t.contains(&json!("github"))),
         format!("expected a toolkit list with github, got {r}"),
     )?;
-    let r = sc.call(6, "composio_list_connections", json!({}), "none yet")?;
-    check(
-        result(&r, "composio_list_connections")?["connections"].is_array(),
-        format!("expected a connection list, got {r}"),
-    )?;
-
-    // 7. Connect GitHub: the app would open connectUrl in a browser.
     let r = sc.call(
         7,
+        "user_get_profile",
+        json!({}),
+        "another domain; the backend reads the user from the JWT",
+    )?;
+    check(
+        result(&r, "user_get_profile")?["id"] == user_id.as_str()
+            && r["result"]["email"] == DEMO_EMAIL,
+        format!("expected the profile of {user_id}, got {r}"),
+    )?;
+
+    // 8. Sign out: the auth server ends the session too.
+    let r = sc.call(
+        8,
+        "auth_sign_out",
+        json!({}),
+        "sign out (POST /logout on the auth server)",
+    )?;
+    check(
+        result(&r, "auth_sign_out")?["removed"] == true,
+        format!("expected removed: true, got {r}"),
+    )?;
+    sc.expect_notification("SIGNED_OUT", Some("signed_out"))?;
+
+    // 9-10. Sign in again with OAuth (PKCE): the browser part is played by the driver.
+    let r = sc.call(
+        9,
+        "auth_sign_in_with_oauth",
+        json!({"provider": "github", "redirect_to": REDIRECT_TO}),
+        "sign in with GitHub: the URL to open",
+    )?;
+    let Some(url) = result(&r, "auth_sign_in_with_oauth")?["url"]
+        .as_str()
+        .map(str::to_string)
+    else {
+        return Err(format!("expected a url, got {r}"));
+    };
+    let challenge = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code_challenge="))
+        .unwrap_or_default();
+    check(
+        url.starts_with(&format!(
+            "{}/auth/v1/authorize?provider=github&",
+            args.backend
+        )) && url.contains("redirect_to=coresidecar-demo%3A%2F%2Fauth%2Fcallback")
+            && url.contains("code_challenge_method=s256")
+            && challenge.len() == 43
+            && !url.contains("verifier"),
+        format!("expected an /authorize URL with an S256 challenge, got {url}"),
+    )?;
+    let answer = http("GET", &url, None)?;
+    let callback = answer.location.unwrap_or_default();
+    let Some(auth_code) = callback
+        .strip_prefix(&format!("{REDIRECT_TO}?code="))
+        .filter(|c| !c.is_empty() && answer.status == 302)
+        .map(str::to_string)
+    else {
+        return Err(format!(
+            "GET the sign-in URL: expected 302 to {REDIRECT_TO}?code=..., got {}",
+            answer.status
+        ));
+    };
+    sc.hide(&auth_code, "<code from the redirect>");
+    say!(
+        "    {}",
+        style.dim(&format!(
+            "(a browser would open it; the dev auth server skips GitHub's consent and redirects to {REDIRECT_TO}?code=…, which the OS hands to the app)"
+        ))
+    );
+    let r = sc.call(
+        10,
+        "auth_exchange_code",
+        json!({"auth_code": auth_code}),
+        "code + the verifier only the sidecar holds",
+    )?;
+    let state = result(&r, "auth_exchange_code")?;
+    check_signed_in(state, Some(&user_id))?;
+    check(
+        state["user"]["app_metadata"]["providers"]
+            .as_array()
+            .is_some_and(|p| p.contains(&json!("github"))),
+        format!("expected the github identity on the user, got {state}"),
+    )?;
+    sc.expect_notification("SIGNED_IN", None)?;
+
+    // 11. Connect GitHub to the agent: the app would open connectUrl in a browser.
+    let r = sc.call(
+        11,
         "composio_authorize",
         json!({"toolkit": "github"}),
         "start connecting GitHub",
@@ -665,18 +887,21 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         return Err(format!("expected connectUrl and connectionId, got {v}"));
     };
     let connection_id = connection_id.to_string();
-    let (status, _) = http("GET", url)?;
-    check(status == 200, format!("GET connectUrl answered {status}"))?;
-    println!(
+    let answer = http("GET", url, None)?;
+    check(
+        answer.status == 200,
+        format!("GET connectUrl answered {}", answer.status),
+    )?;
+    say!(
         "    {}",
         style.dim(
             "(the user would open connectUrl in a browser; the demo opened it: connection ACTIVE)"
         )
     );
 
-    // 8. It shows up.
+    // 12. It shows up.
     let r = sc.call(
-        8,
+        12,
         "composio_list_connections",
         json!({}),
         "the new connection",
@@ -691,9 +916,9 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected {connection_id} ACTIVE in the list, got {r}"),
     )?;
 
-    // 9-15. What the agent and the integrations page do with a connection.
+    // 13-19. What the agent and the integrations page do with a connection.
     let r = sc.call(
-        9,
+        13,
         "composio_list_tools",
         json!({"toolkits": ["github"]}),
         "the agent's GitHub tools",
@@ -703,7 +928,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         return Err(format!("expected a list of tools, got {r}"));
     };
     let r = sc.call(
-        10,
+        14,
         "composio_execute",
         json!({"tool": tool, "arguments": {"owner": "dev-user", "repo": "desktop-app", "title": "Hello from the demo"}}),
         "run one (the dev backend echoes it)",
@@ -714,7 +939,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected a successful execution echoing its arguments, got {r}"),
     )?;
     let r = sc.call(
-        11,
+        15,
         "composio_list_github_repos",
         json!({"connectionId": connection_id}),
         "the connection's repositories",
@@ -726,7 +951,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected two repositories, got {r}"),
     )?;
     let r = sc.call(
-        12,
+        16,
         "composio_list_available_triggers",
         json!({"toolkit": "github", "connectionId": connection_id}),
         "triggers it offers",
@@ -736,7 +961,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         return Err(format!("expected available triggers, got {r}"));
     };
     let r = sc.call(
-        13,
+        17,
         "composio_enable_trigger",
         json!({"connectionId": connection_id, "slug": slug,
                "triggerConfig": {"owner": "dev-user", "repo": "desktop-app"}}),
@@ -749,7 +974,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         return Err(format!("expected a triggerId, got {r}"));
     };
     let r = sc.call(
-        14,
+        18,
         "composio_list_active_triggers",
         json!({"toolkit": "github"}),
         "it is on",
@@ -761,7 +986,7 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected {trigger_id} among the active triggers, got {r}"),
     )?;
     let r = sc.call(
-        15,
+        19,
         "composio_disable_trigger",
         json!({"triggerId": trigger_id}),
         "and off again",
@@ -771,9 +996,9 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected deleted: true, got {r}"),
     )?;
 
-    // 16. The connection goes away.
+    // 20. The connection goes away.
     let r = sc.call(
-        16,
+        20,
         "composio_delete_connection",
         json!({"connectionId": connection_id}),
         "disconnect it",
@@ -783,45 +1008,59 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         format!("expected deleted: true, got {r}"),
     )?;
 
-    // 17. A second domain through the same gate.
-    let r = sc.call(
-        17,
-        "user_get_profile",
-        json!({}),
-        "another domain, same session gate",
-    )?;
-    check(
-        result(&r, "user_get_profile")?["id"] == USER_ID && r["result"]["email"] == USER_EMAIL,
-        format!("expected the profile of {USER_ID}, got {r}"),
-    )?;
-
-    // 18. The server side ends the session.
-    println!(
+    // 21. The backend refuses the access token; the refresh token still works.
+    say!(
         "{} {}",
-        style.bold("18. ⚡"),
-        style.bold("The backend now revokes the token (POST /dev/revoke on the dev backend), as a")
+        style.bold("21. ⚡"),
+        style.bold(
+            "The backend refuses the access token (POST /dev/revoke {\"authSessions\": false})."
+        )
     );
-    println!(
+    say!(
         "      {}",
-        style.bold("real one does when a session ends server-side. The next gated call:")
+        style.bold("The next gated call gets 401, refreshes once and retries:")
     );
-    let (status, body) = http("POST", &format!("{}/dev/revoke", args.backend))?;
-    check(
-        status == 200,
-        format!("POST /dev/revoke answered {status}: {body}"),
-    )?;
+    let revoke = |body: Option<Value>| -> Outcome {
+        let answer = http(
+            "POST",
+            &format!("{}/dev/revoke", args.backend),
+            body.as_ref(),
+        )?;
+        answer.data("POST /dev/revoke").map(|_| ())
+    };
+    revoke(Some(json!({"authSessions": false})))?;
     let r = sc.call(
         0,
         "composio_list_connections",
         json!({}),
-        "backend answers 401 -> signed out",
+        "401 -> one refresh -> retried",
     )?;
-    expect_auth_expired(&r, None)?;
-    sc.expect_notification("SIGNED_OUT", Some("expired"))?;
+    result(&r, "composio_list_connections")?;
+    sc.expect_notification("TOKEN_REFRESHED", None)?;
 
-    // 19. Signed out, session cleared.
+    // 22. The server side ends the session.
+    say!(
+        "{} {}",
+        style.bold("22. ⚡"),
+        style.bold("Now the session ends server-side (POST /dev/revoke: the backend refuses the")
+    );
+    say!(
+        "      {}",
+        style.bold("token and the auth server the refresh token). The next gated call:")
+    );
+    revoke(None)?;
     let r = sc.call(
-        19,
+        0,
+        "composio_list_connections",
+        json!({}),
+        "401 -> refresh rejected -> signed out",
+    )?;
+    expect_auth_expired(&r, Some("refresh_rejected"))?;
+    sc.expect_notification("SIGNED_OUT", Some("refresh_failed"))?;
+
+    // 23. Signed out, session cleared.
+    let r = sc.call(
+        23,
         "auth_get_state",
         json!({}),
         "the stored session is gone",
@@ -832,13 +1071,13 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
     )?;
 
     // The end: the shell closes stdin.
-    println!();
+    say!();
     let status = sc.close()?;
     check(
         status.success(),
         format!("the sidecar exited with {status}, expected 0"),
     )?;
-    println!(
+    say!(
         "{}",
         style.dim("closed the sidecar's stdin: it finished its work and exited with status 0")
     );
@@ -850,25 +1089,42 @@ fn walk(args: &Args, style: Style, sc: &mut Sidecar, token: &str) -> Outcome {
         ),
     )?;
     let stderr = sc.stderr();
+    let secrets = issued_secrets(&args.backend)?;
+    // Two sign-ins and a refresh: three access tokens, three refresh tokens, the auth code
+    // and the verifier the sidecar sent with it.
     check(
-        !stderr.contains(token),
-        "the sidecar wrote the access token to stderr",
+        secrets.len() >= 8,
+        format!(
+            "expected at least 8 secrets from the dev auth server, got {}",
+            secrets.len()
+        ),
     )?;
     check(
-        !sc.stdout.lock().unwrap().contains(token),
-        "the sidecar wrote the access token to stdout",
+        secrets.contains(&auth_code),
+        "the dev auth server does not list the auth code",
+    )?;
+    let leaked = |text: &str| secrets.iter().any(|s| text.contains(s.as_str()));
+    check(!leaked(&stderr), "the sidecar wrote a secret to stderr")?;
+    check(
+        !leaked(&sc.stdout.lock().unwrap()),
+        "the sidecar wrote a secret to stdout",
+    )?;
+    check(
+        !leaked(&PRINTED.lock().unwrap()),
+        "the demo printed a secret",
     )?;
     if !stderr.trim().is_empty() {
-        println!("{}", style.dim("sidecar stderr (RUST_LOG=warn):"));
+        say!("{}", style.dim("sidecar stderr (RUST_LOG=warn):"));
         for line in stderr.lines() {
-            println!("  {}", style.dim(line));
+            say!("  {}", style.dim(line));
         }
     }
-    println!(
+    say!(
         "{}",
-        style.green(
-            "✓ all 19 steps behaved as expected, and the token never appeared in any output."
-        )
+        style.green(&format!(
+            "✓ all 23 steps behaved as expected, and none of the {} tokens, codes and verifiers ever appeared in any output.",
+            secrets.len()
+        ))
     );
     Ok(())
 }

@@ -3,11 +3,20 @@
 #
 #   1. builds the sidecar, the dev backend (examples/dev_backend.rs) and the demo driver
 #      (examples/demo.rs), debug profile;
-#   2. starts the dev backend on 127.0.0.1 (any free port) and reads its `LISTENING <port>`;
-#   3. runs the driver: it spawns the sidecar over pipes, as a desktop app would, and walks
-#      through sign-in, the Composio and user methods, a server-side revocation and sign-out,
-#      printing each request, its result and each notification; it fails (exit 1) if any
-#      step does not behave as expected, so this script is also a smoke test.
+#   2. starts the dev backend on 127.0.0.1 (any free port) and reads its `LISTENING <port>`:
+#      the product routes and a GoTrue-compatible auth server under /auth/v1, in memory, with
+#      one user (demo@example.com, password demo-password); its log goes to a temporary file
+#      (shown only if the demo fails), and so do the one-time codes it "emails";
+#   3. runs the driver: it spawns the sidecar over pipes, as a desktop app would, with
+#      CORE_SIDECAR_BACKEND_URL and CORE_SIDECAR_AUTH_URL pointing at the dev backend, and
+#      walks through 23 checked steps: signed out at start, a refused gated call, a real
+#      sign-in with an emailed code (a wrong one refused first; the driver reads the right one
+#      at GET /dev/otp), gated calls, sign-out, a second sign-in with OAuth and PKCE (the
+#      driver plays the browser and takes the code from the redirect), the Composio and user
+#      methods, a backend 401 healed by one refresh, a server-side session end (signed out)
+#      and shutdown, printing each request, its result and each notification. It fails
+#      (exit 1) if any step does not behave as expected or if a token, auth code or PKCE
+#      verifier appears in any output, so this script is also a smoke test.
 #
 # The sidecar runs with CORE_SIDECAR_KEYRING=memory unless you set CORE_SIDECAR_KEYRING (for
 # example `CORE_SIDECAR_KEYRING=auto scripts/demo.sh` to use the OS keyring, under the

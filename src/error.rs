@@ -138,7 +138,7 @@ impl Error {
     pub fn no_session() -> Self {
         Self::AuthExpired {
             reason: AuthExpiredReason::NoSession,
-            message: "no backend session token. Sign in first (auth_store_session)".into(),
+            message: "no session: sign in first (a sign-in method, or auth_store_session)".into(),
         }
     }
 

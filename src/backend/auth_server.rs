@@ -584,6 +584,143 @@ mod tests {
     }
 
     #[test]
+    fn the_users_mistakes_are_auth_failed_with_the_servers_code() {
+        for (endpoint, status, header, body, reason) in [
+            (
+                Endpoint::SignIn,
+                400,
+                None,
+                r#"{"code":400,"error_code":"invalid_credentials","msg":"Invalid login credentials"}"#,
+                "invalid_credentials",
+            ),
+            (
+                Endpoint::SignIn,
+                403,
+                None,
+                r#"{"code":"otp_expired","message":"Token has expired or is invalid"}"#,
+                "otp_expired",
+            ),
+            (
+                Endpoint::SignIn,
+                404,
+                Some("flow_state_not_found"),
+                "{}",
+                "flow_state_not_found",
+            ),
+            (
+                Endpoint::SignIn,
+                422,
+                None,
+                r#"{"code":422,"error_code":"weak_password","msg":"weak"}"#,
+                "weak_password",
+            ),
+            (
+                Endpoint::SignIn,
+                400,
+                None,
+                r#"{"error":"invalid_grant","error_description":"Invalid login credentials"}"#,
+                "invalid_grant",
+            ),
+            (
+                Endpoint::UpdateUser,
+                422,
+                None,
+                r#"{"code":422,"error_code":"email_exists","msg":"taken"}"#,
+                "email_exists",
+            ),
+        ] {
+            let e = classify_body(endpoint, status, header, body);
+            assert_eq!(e.kind(), ErrorKind::AuthFailed, "{status} {body}");
+            assert_eq!(e.data()["reason"], reason, "{status} {body}");
+            assert_eq!(e.data()["status"], status, "{status} {body}");
+            assert!(!e.retryable());
+        }
+    }
+
+    #[test]
+    fn configuration_and_server_faults_at_sign_in_are_not_the_users() {
+        // A gateway refusing the API key, a 4xx without a code, a 5xx, a 429.
+        for (status, body, kind) in [
+            (401, r#"{"message":"Invalid API key"}"#, ErrorKind::Backend),
+            (
+                401,
+                r#"{"code":401,"error_code":"no_authorization","msg":"x"}"#,
+                ErrorKind::Backend,
+            ),
+            (404, "not found", ErrorKind::Backend),
+            (
+                500,
+                r#"{"code":500,"error_code":"unexpected_failure","msg":"x"}"#,
+                ErrorKind::Backend,
+            ),
+            (
+                429,
+                r#"{"code":429,"error_code":"over_email_send_rate_limit","msg":"x"}"#,
+                ErrorKind::RateLimited,
+            ),
+        ] {
+            let e = classify_body(Endpoint::SignIn, status, None, body);
+            assert_eq!(e.kind(), kind, "{status} {body}");
+        }
+        // `PUT /user` judges the session as `GET /user` does.
+        let gone = classify_body(
+            Endpoint::UpdateUser,
+            403,
+            None,
+            r#"{"code":403,"error_code":"session_not_found","msg":"x"}"#,
+        );
+        assert_eq!(gone.kind(), ErrorKind::AuthExpired);
+        let bad_jwt = classify_body(
+            Endpoint::UpdateUser,
+            403,
+            None,
+            r#"{"code":403,"error_code":"bad_jwt","msg":"x"}"#,
+        );
+        assert_eq!(bad_jwt.kind(), ErrorKind::Backend);
+    }
+
+    #[test]
+    fn sign_in_answers_are_a_session_a_user_or_nothing() {
+        let ok = StatusCode::OK;
+        let session = SignInAnswer::parse(
+            br#"{"access_token":"a","refresh_token":"r","expires_in":3600,"user":{"id":"u"}}"#,
+            ok,
+        )
+        .unwrap();
+        assert!(
+            matches!(session, SignInAnswer::Session(ref s) if s.refresh_token.as_deref() == Some("r"))
+        );
+        let user = SignInAnswer::parse(br#"{"id":"u","email":"e@example.com"}"#, ok).unwrap();
+        assert!(matches!(user, SignInAnswer::User(_)));
+        for nothing in [&b"{}"[..], b"", b"  ", br#"{"message_id":"m"}"#] {
+            assert!(matches!(
+                SignInAnswer::parse(nothing, ok).unwrap(),
+                SignInAnswer::Nothing
+            ));
+        }
+        for bad in [&b"[]"[..], b"not json", br#"{"access_token":5}"#] {
+            assert!(SignInAnswer::parse(bad, ok).is_err());
+        }
+    }
+
+    #[test]
+    fn query_values_are_encoded_as_encode_uri_component() {
+        assert_eq!(
+            uri_component("myapp://auth/callback?x=1&y=a b"),
+            "myapp%3A%2F%2Fauth%2Fcallback%3Fx%3D1%26y%3Da%20b"
+        );
+        assert_eq!(uri_component("-_.!~*'()"), "-_.!~*'()");
+        assert_eq!(
+            with_redirect("/signup", Some("a/b")),
+            "/signup?redirect_to=a%2Fb"
+        );
+        assert_eq!(
+            with_redirect("/token?grant_type=pkce", None),
+            "/token?grant_type=pkce"
+        );
+    }
+
+    #[test]
     fn messages_never_carry_a_token() {
         let e = classify_body(
             Endpoint::Token,

@@ -466,9 +466,50 @@ pub struct OAuthParams {
     /// Extra provider scopes, space-separated.
     #[serde(default)]
     pub scopes: Option<String>,
-    /// Extra query parameters for the provider (e.g. `{"prompt": "consent"}`).
+    /// Extra query parameters for the provider (e.g. `{"prompt": "consent"}`), added in
+    /// the order given.
     #[serde(default)]
-    pub query_params: Option<std::collections::BTreeMap<String, String>>,
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub query_params: Option<OrderedPairs>,
+}
+
+/// A JSON object of strings, its members kept in the order the shell wrote them (auth-js
+/// adds `queryParams` in its object's order).
+#[derive(Debug, Clone, Default)]
+pub struct OrderedPairs(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for OrderedPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = OrderedPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                Ok(OrderedPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
+impl Serialize for OrderedPairs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// `auth_sign_in_with_oauth` result.
@@ -500,11 +541,7 @@ pub async fn sign_in_with_oauth(
     }
     query.push(("code_challenge", &challenge.code_challenge));
     query.push(("code_challenge_method", challenge.method));
-    let extra: Vec<(String, String)> = params
-        .query_params
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let extra = params.query_params.unwrap_or_default().0;
     Ok(OAuthUrl {
         url: auth.authorize_url(&query, &extra),
     })
@@ -685,4 +722,26 @@ pub async fn update_user(
         .update_user_if_current(&session, user.clone())
         .await?;
     Ok(UpdatedUser { user })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_keep_their_order() {
+        // As the params arrive: JSON text (a `Value` would have sorted them already).
+        let params: OAuthParams = serde_json::from_str(
+            r#"{"provider": "github", "query_params": {"z": "1", "a": "2", "m": "3"}}"#,
+        )
+        .unwrap();
+        let pairs = params.query_params.unwrap().0;
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["z", "a", "m"]);
+        let refused = serde_json::from_value::<OAuthParams>(json!({
+            "provider": "github",
+            "query_params": {"n": 1}
+        }));
+        assert!(refused.is_err());
+    }
 }

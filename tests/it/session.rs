@@ -198,7 +198,7 @@ async fn no_session_is_auth_expired_and_not_reported() {
     assert_eq!(response["error"]["data"]["reason"], "no_session");
     assert_eq!(
         response["error"]["message"],
-        "no backend session token. Sign in first (auth_store_session)"
+        "no session: sign in first (a sign-in method, or auth_store_session)"
     );
     assert!(backend.requests().is_empty(), "no call without a session");
     stop(sidecar).await;
