@@ -1454,3 +1454,701 @@ fn the_differences_are_documented_and_used() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Sign-in scenarios: the requests GoTrue receives
+//
+// The sidecar and auth-js (`flowType: 'pkce'`, tests/differential/sign_in.mjs) each run the
+// same steps against their own fake GoTrue set up the same way. What each fake received is
+// compared request by request: method, path, query pairs, body members and values. Values
+// that differ by nature are compared structurally: a `code_challenge` must be 43 base64url
+// characters (`<challenge>`), a `code_verifier` must hash to the latest challenge the same
+// side sent (`<verifier of the challenge>`), and what the test copied from the fake (an
+// OTP, a token hash, an auth code) is `<from the fake>`. Each step's outcome (`ok` or
+// `failed <GoTrue code>`, and its events) and each OAuth URL (challenge and host left out)
+// must be the same too, and the sidecar's outcomes are pinned.
+
+/// A step, given to both sides.
+#[derive(Clone, Debug)]
+enum SignInStep {
+    /// A method and its params (the sidecar's names; sign_in.mjs maps them to auth-js).
+    Call(&'static str, Value),
+    /// `auth_verify_otp` with the newest code the fake sent to this address, of this type.
+    VerifyCode(&'static str, &'static str),
+    /// `auth_verify_otp` with the token hash of the newest code sent to this address.
+    VerifyHash(&'static str, &'static str),
+    /// `auth_exchange_code` with the auth code of the newest emailed link to this address.
+    ExchangeLink(&'static str),
+    /// `auth_exchange_code` with the code of the last OAuth URL, fetched from the fake.
+    ExchangeOAuth,
+}
+
+struct SignInScenario {
+    name: &'static str,
+    autoconfirm: bool,
+    /// Accounts: (email or phone, password).
+    users: &'static [(&'static str, &'static str)],
+    steps: Vec<SignInStep>,
+    /// The sidecar's outcomes, one per step, joined with `; `.
+    sidecar: &'static str,
+    /// A documented difference: the row of docs/protocol.md's "Differences from
+    /// @supabase/auth-js" and auth-js's outcomes. The requests must then agree as far as
+    /// both sides went.
+    auth_js: Option<(&'static str, &'static str)>,
+}
+
+/// What one side did.
+#[derive(Debug, PartialEq)]
+struct SignInOutcome {
+    steps: Vec<String>,
+    requests: Vec<String>,
+    urls: Vec<String>,
+}
+
+const SIGN_IN_PASSWORD: &str = "differential-password-5d1";
+const SIGN_IN_REDIRECT: &str = "app://callback/path?x=1&y=a b";
+/// A code no fake sends (its codes are six digits), compared as is.
+const WRONG_CODE: &str = "000000x";
+
+fn sign_in_scenarios() -> Vec<SignInScenario> {
+    use SignInStep::*;
+    let user = &[("known@example.com", SIGN_IN_PASSWORD)];
+    let password = |email: &str| {
+        Call(
+            "auth_sign_in_with_password",
+            json!({"email": email, "password": SIGN_IN_PASSWORD}),
+        )
+    };
+    vec![
+        SignInScenario {
+            name: "sign-in: password",
+            autoconfirm: false,
+            users: user,
+            steps: vec![password("known@example.com")],
+            sidecar: "ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-in: wrong password",
+            autoconfirm: false,
+            users: user,
+            steps: vec![Call(
+                "auth_sign_in_with_password",
+                json!({"email": "known@example.com", "password": "not-the-password"}),
+            )],
+            sidecar: "failed invalid_credentials",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-in: phone password",
+            autoconfirm: false,
+            users: &[("+15550199", SIGN_IN_PASSWORD)],
+            steps: vec![Call(
+                "auth_sign_in_with_password",
+                json!({"phone": "+15550199", "password": SIGN_IN_PASSWORD}),
+            )],
+            sidecar: "ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-up: autoconfirm, data, redirect",
+            autoconfirm: true,
+            users: &[],
+            steps: vec![Call(
+                "auth_sign_up",
+                json!({"email": "new@example.com", "password": SIGN_IN_PASSWORD,
+                       "data": {"name": "Ada", "n": 1}, "redirect_to": SIGN_IN_REDIRECT}),
+            )],
+            sidecar: "ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-up: confirmation link exchanged",
+            autoconfirm: false,
+            users: &[],
+            steps: vec![
+                Call(
+                    "auth_sign_up",
+                    json!({"email": "new@example.com", "password": SIGN_IN_PASSWORD}),
+                ),
+                ExchangeLink("new@example.com"),
+            ],
+            sidecar: "ok; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-up: phone, SMS code",
+            autoconfirm: false,
+            users: &[],
+            steps: vec![
+                Call(
+                    "auth_sign_up",
+                    json!({"phone": "+15550142", "password": SIGN_IN_PASSWORD}),
+                ),
+                VerifyCode("+15550142", "sms"),
+            ],
+            sidecar: "ok; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "sign-up: an existing user (autoconfirm)",
+            autoconfirm: true,
+            users: user,
+            steps: vec![Call(
+                "auth_sign_up",
+                json!({"email": "known@example.com", "password": SIGN_IN_PASSWORD}),
+            )],
+            sidecar: "failed user_already_exists",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "otp: email code, a wrong one first",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call(
+                    "auth_sign_in_with_otp",
+                    json!({"email": "known@example.com", "redirect_to": SIGN_IN_REDIRECT}),
+                ),
+                Call(
+                    "auth_verify_otp",
+                    json!({"email": "known@example.com", "token": WRONG_CODE, "type": "email"}),
+                ),
+                VerifyCode("known@example.com", "email"),
+            ],
+            sidecar: "ok; failed otp_expired; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "otp: create_user false, unknown address",
+            autoconfirm: false,
+            users: &[],
+            steps: vec![Call(
+                "auth_sign_in_with_otp",
+                json!({"email": "stranger@example.com", "create_user": false,
+                       "data": {"from": "test"}}),
+            )],
+            sidecar: "failed otp_disabled",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "otp: phone",
+            autoconfirm: false,
+            users: &[],
+            steps: vec![
+                Call("auth_sign_in_with_otp", json!({"phone": "+15550177"})),
+                VerifyCode("+15550177", "sms"),
+            ],
+            sidecar: "ok; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "otp: magic link token hash",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call(
+                    "auth_sign_in_with_otp",
+                    json!({"email": "known@example.com"}),
+                ),
+                VerifyHash("known@example.com", "magiclink"),
+            ],
+            sidecar: "ok; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "otp: magic link code exchanged",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call(
+                    "auth_sign_in_with_otp",
+                    json!({"email": "known@example.com"}),
+                ),
+                ExchangeLink("known@example.com"),
+            ],
+            sidecar: "ok; ok SIGNED_IN",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "recovery: link exchanged, then a new password",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call(
+                    "auth_reset_password_for_email",
+                    json!({"email": "known@example.com", "redirect_to": SIGN_IN_REDIRECT}),
+                ),
+                ExchangeLink("known@example.com"),
+                Call("auth_update_user", json!({"password": "a-new-password-77"})),
+            ],
+            sidecar: "ok; ok PASSWORD_RECOVERY; ok USER_UPDATED",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "recovery: code verified",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call(
+                    "auth_reset_password_for_email",
+                    json!({"email": "known@example.com"}),
+                ),
+                VerifyCode("known@example.com", "recovery"),
+            ],
+            sidecar: "ok; ok PASSWORD_RECOVERY",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "oauth: URL, exchange, the same code again",
+            autoconfirm: false,
+            users: &[],
+            steps: vec![
+                Call(
+                    "auth_sign_in_with_oauth",
+                    json!({"provider": "github", "redirect_to": SIGN_IN_REDIRECT,
+                           "scopes": "repo read:user", "query_params": {"prompt": "consent"}}),
+                ),
+                ExchangeOAuth,
+                ExchangeOAuth,
+            ],
+            sidecar: "ok; ok SIGNED_IN; failed flow_state_not_found",
+            auth_js: Some((
+                "`exchangeCodeForSession` with no verifier stored",
+                "ok; ok SIGNED_IN; failed pkce_code_verifier_not_found",
+            )),
+        },
+        SignInScenario {
+            name: "update user: data, then an email change with its link",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                password("known@example.com"),
+                Call("auth_update_user", json!({"data": {"theme": "dark"}})),
+                Call(
+                    "auth_update_user",
+                    json!({"email": "changed@example.com", "redirect_to": SIGN_IN_REDIRECT}),
+                ),
+                ExchangeLink("changed@example.com"),
+            ],
+            sidecar: "ok SIGNED_IN; ok USER_UPDATED; ok USER_UPDATED; ok SIGNED_IN",
+            // auth-js's `updateUser` saves the session, and `_saveSession` removes the
+            // verifier it has just stored for the email change.
+            auth_js: Some((
+                "a new session while a flow is in progress",
+                "ok SIGNED_IN; ok USER_UPDATED; ok USER_UPDATED; failed pkce_code_verifier_not_found",
+            )),
+        },
+        SignInScenario {
+            name: "update user: weak password, email taken",
+            autoconfirm: false,
+            users: &[
+                ("known@example.com", SIGN_IN_PASSWORD),
+                ("taken@example.com", SIGN_IN_PASSWORD),
+            ],
+            steps: vec![
+                password("known@example.com"),
+                Call("auth_update_user", json!({"password": "123"})),
+                Call("auth_update_user", json!({"email": "taken@example.com"})),
+            ],
+            sidecar: "ok SIGNED_IN; failed weak_password; failed email_exists",
+            auth_js: None,
+        },
+        SignInScenario {
+            name: "oauth: started, then a password sign-in, then the exchange",
+            autoconfirm: false,
+            users: user,
+            steps: vec![
+                Call("auth_sign_in_with_oauth", json!({"provider": "github"})),
+                password("known@example.com"),
+                ExchangeOAuth,
+            ],
+            sidecar: "ok; ok SIGNED_IN; ok SIGNED_IN",
+            // auth-js's `_saveSession` removes any pending verifier.
+            auth_js: Some((
+                "a new session while a flow is in progress",
+                "ok; ok SIGNED_IN; failed pkce_code_verifier_not_found",
+            )),
+        },
+    ]
+}
+
+/// One side of a sign-in scenario.
+enum SignInSide {
+    Sidecar(Box<Sidecar>, u64),
+    AuthJs(Box<AuthJsProcess>),
+}
+
+/// sign_in.mjs, running.
+struct AuthJsProcess {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SignInSide {
+    /// Runs one step: its outcome (`ok [EVENTS]` / `failed <code>`) and the URL it answered.
+    async fn call(&mut self, method: &str, params: Value) -> (String, Option<String>) {
+        match self {
+            SignInSide::Sidecar(sidecar, seen) => {
+                let response = sidecar.request(method, params).await;
+                let pong = sidecar.request("core_ping", Value::Null).await;
+                assert_eq!(pong["result"]["pong"], true);
+                let events: Vec<String> = sidecar
+                    .notifications()
+                    .iter()
+                    .filter(|n| n["method"] == "auth_state_changed")
+                    .filter(|n| n["params"]["event"] != "INITIAL_SESSION")
+                    .map(|n| n["params"]["event"].as_str().unwrap_or("?").to_string())
+                    .collect();
+                let new: Vec<String> = events[*seen as usize..].to_vec();
+                *seen = events.len() as u64;
+                let url = response["result"]["url"].as_str().map(str::to_owned);
+                let outcome = match response.get("error") {
+                    None => "ok".to_string(),
+                    Some(error) => {
+                        let data = &error["data"];
+                        format!(
+                            "failed {}",
+                            data["reason"]
+                                .as_str()
+                                .or(data["kind"].as_str())
+                                .unwrap_or("?")
+                        )
+                    }
+                };
+                (render_step(outcome, &new), url)
+            }
+            SignInSide::AuthJs(process) => {
+                let AuthJsProcess { stdin, lines, .. } = process.as_mut();
+                let line = json!({"method": method, "params": params}).to_string() + "\n";
+                stdin.write_all(line.as_bytes()).await.expect("to node");
+                let answer = tokio::time::timeout(SCENARIO_TIMEOUT, lines.next_line())
+                    .await
+                    .expect("auth-js answers in time")
+                    .expect("read")
+                    .expect("a line from auth-js");
+                let answer: Value = serde_json::from_str(&answer).expect("JSON");
+                let outcome = if answer["ok"] == true {
+                    "ok".to_string()
+                } else {
+                    format!(
+                        "failed {}",
+                        answer["error"]["code"]
+                            .as_str()
+                            .or(answer["error"]["name"].as_str())
+                            .unwrap_or("?")
+                    )
+                };
+                let events: Vec<String> = answer["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .map(|e| e.as_str().unwrap_or("?").to_string())
+                    .collect();
+                (
+                    render_step(outcome, &events),
+                    answer["url"].as_str().map(str::to_owned),
+                )
+            }
+        }
+    }
+
+    async fn finish(self, fake: &FakeGoTrue) {
+        match self {
+            SignInSide::Sidecar(mut sidecar, _) => {
+                for token in fake.tokens() {
+                    sidecar.secret(&token);
+                }
+                sidecar.secret(SIGN_IN_PASSWORD);
+                sidecar.close_stdin();
+                let status = sidecar.wait_exit(TIMEOUT).await;
+                assert_eq!(status.code(), Some(0), "the sidecar exit");
+                sidecar.assert_no_secrets();
+            }
+            SignInSide::AuthJs(process) => {
+                let AuthJsProcess {
+                    mut child, stdin, ..
+                } = *process;
+                drop(stdin);
+                let _ = tokio::time::timeout(TIMEOUT, child.wait()).await;
+            }
+        }
+    }
+}
+
+fn render_step(outcome: String, events: &[String]) -> String {
+    if events.is_empty() {
+        outcome
+    } else {
+        format!("{outcome} {}", events.join(", "))
+    }
+}
+
+/// Requests with what differs by nature replaced by what it must be (see above).
+fn normalize_requests(requests: &[crate::gotrue::Recorded]) -> Vec<String> {
+    let mut challenge: Option<String> = None;
+    let is_challenge = |v: &str| {
+        v.len() == 43
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    requests
+        .iter()
+        .map(|r| {
+            let query: Vec<String> = r
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    let v = if k == "code_challenge" {
+                        let shown = if is_challenge(v) {
+                            "<challenge>"
+                        } else {
+                            "<not a challenge>"
+                        };
+                        challenge = Some(v.clone());
+                        shown.to_string()
+                    } else {
+                        v.clone()
+                    };
+                    format!("{k}={v}")
+                })
+                .collect();
+            let mut body = r.body.clone();
+            if let Some(map) = body.as_object_mut() {
+                if let Some(Value::String(v)) = map.get("code_challenge").cloned() {
+                    let shown = if is_challenge(&v) {
+                        "<challenge>"
+                    } else {
+                        "<not a challenge>"
+                    };
+                    challenge = Some(v);
+                    map.insert("code_challenge".into(), json!(shown));
+                }
+                if let Some(Value::String(v)) = map.get("code_verifier").cloned() {
+                    let shown = if challenge.as_deref() == Some(crate::gotrue::s256(&v).as_str()) {
+                        "<verifier of the challenge>"
+                    } else {
+                        "<verifier of another challenge>"
+                    };
+                    map.insert("code_verifier".into(), json!(shown));
+                }
+                for key in ["auth_code", "token", "token_hash"] {
+                    let from_fake = match map.get(key) {
+                        Some(Value::String(v)) => !(key == "token" && v == WRONG_CODE),
+                        _ => false,
+                    };
+                    if from_fake {
+                        map.insert(key.into(), json!("<from the fake>"));
+                    }
+                }
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            let body = if body.is_null() {
+                String::new()
+            } else {
+                format!(" {body}")
+            };
+            format!("{} {}{query}{body}", r.method, r.path)
+        })
+        .collect()
+}
+
+/// An OAuth URL without its host and with its challenge checked and left out.
+fn normalize_url(url: &str, fake: &FakeGoTrue) -> String {
+    let rest = url
+        .strip_prefix(&fake.auth_url())
+        .unwrap_or_else(|| panic!("{url} is under the auth URL"));
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("code_challenge", v)) if v.len() == 43 => "code_challenge=<challenge>".into(),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+async fn run_sign_in(scenario: &SignInScenario, auth_js: bool) -> SignInOutcome {
+    let fake = FakeGoTrue::start().await;
+    fake.set_autoconfirm(scenario.autoconfirm);
+    for (who, password) in scenario.users {
+        if who.contains('@') {
+            fake.add_user(who, password);
+        } else {
+            fake.add_phone_user(who, password);
+        }
+    }
+    let auth_url = fake.auth_url();
+    let mut side = if auth_js {
+        let mut cmd = Command::new("node");
+        cmd.arg("sign_in.mjs")
+            .current_dir(differential_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        clean_env(&mut cmd, &[]);
+        let mut child = cmd.spawn().expect("node runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let first = json!({"authUrl": auth_url, "apiKey": API_KEY}).to_string() + "\n";
+        stdin.write_all(first.as_bytes()).await.expect("to node");
+        use tokio::io::AsyncBufReadExt;
+        SignInSide::AuthJs(Box::new(AuthJsProcess {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }))
+    } else {
+        let base = fake.base_url();
+        let sidecar = Sidecar::spawn(&[
+            ("CORE_SIDECAR_BACKEND_URL", base.as_str()),
+            ("CORE_SIDECAR_AUTH_URL", auth_url.as_str()),
+            ("CORE_SIDECAR_AUTH_API_KEY", API_KEY),
+            ("RUST_LOG", "debug"),
+        ]);
+        SignInSide::Sidecar(Box::new(sidecar), 0)
+    };
+    let (mut steps, mut urls) = (Vec::new(), Vec::new());
+    let (mut last_url, mut oauth_code): (Option<String>, Option<String>) = (None, None);
+    for step in &scenario.steps {
+        let (method, params) = match step {
+            SignInStep::Call(method, params) => (*method, params.clone()),
+            SignInStep::VerifyCode(to, kind) => {
+                let code = fake.last_otp(to).unwrap_or_else(|| "no-code".into());
+                let contact = if to.contains('@') { "email" } else { "phone" };
+                (
+                    "auth_verify_otp",
+                    json!({contact: to, "token": code, "type": kind}),
+                )
+            }
+            SignInStep::VerifyHash(to, kind) => {
+                let hash = fake.last_token_hash(to).unwrap_or_else(|| "no-hash".into());
+                ("auth_verify_otp", json!({"token_hash": hash, "type": kind}))
+            }
+            SignInStep::ExchangeLink(email) => {
+                let code = fake
+                    .email_link_code(email)
+                    .unwrap_or_else(|| "no-code".into());
+                ("auth_exchange_code", json!({"auth_code": code}))
+            }
+            SignInStep::ExchangeOAuth => {
+                // The first time from the provider; then the same code again.
+                let code = match &oauth_code {
+                    Some(code) => code.clone(),
+                    None => {
+                        let url = last_url.clone().expect("an OAuth URL first");
+                        crate::sign_in::authorize(&url).await
+                    }
+                };
+                oauth_code = Some(code.clone());
+                ("auth_exchange_code", json!({"auth_code": code}))
+            }
+        };
+        let (outcome, url) = side.call(method, params).await;
+        if let Some(url) = url {
+            urls.push(normalize_url(&url, &fake));
+            last_url = Some(url);
+        }
+        steps.push(outcome);
+    }
+    side.finish(&fake).await;
+    SignInOutcome {
+        steps,
+        requests: normalize_requests(&fake.requests()),
+        urls,
+    }
+}
+
+fn differences_section() -> String {
+    let docs =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md"))
+            .expect("docs/protocol.md");
+    docs.split("## Differences from @supabase/auth-js")
+        .nth(1)
+        .expect("the Differences section")
+        .split("\n## ")
+        .next()
+        .expect("its text")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_in_requests_match_auth_js() {
+    assert!(
+        differential_dir()
+            .join("node_modules/@supabase/auth-js/package.json")
+            .exists(),
+        "run `npm ci` in tests/differential first (scripts/test.sh does)"
+    );
+    let scenarios: Vec<Arc<SignInScenario>> =
+        sign_in_scenarios().into_iter().map(Arc::new).collect();
+    let at_once = Arc::new(Semaphore::new(4));
+    let runs: Vec<_> = scenarios
+        .iter()
+        .cloned()
+        .map(|scenario| {
+            let at_once = at_once.clone();
+            tokio::spawn(async move {
+                let _permit = at_once.acquire_owned().await.expect("semaphore");
+                let (sidecar, auth_js) =
+                    tokio::join!(run_sign_in(&scenario, false), run_sign_in(&scenario, true));
+                let mut problems = Vec::new();
+                let rendered = sidecar.steps.join("; ");
+                if rendered != scenario.sidecar {
+                    problems.push(format!(
+                        "{}: sidecar outcomes\n    got:      {rendered}\n    expected: {}",
+                        scenario.name, scenario.sidecar
+                    ));
+                }
+                match scenario.auth_js {
+                    None if sidecar != auth_js => problems.push(format!(
+                        "{}: differs from auth-js (not documented)\n    sidecar: {sidecar:#?}\n    auth-js: {auth_js:#?}",
+                        scenario.name
+                    )),
+                    Some((row, expected)) => {
+                        if !differences_section().contains(&format!("| {row} |")) {
+                            problems.push(format!(
+                                "{}: docs/protocol.md, Differences from @supabase/auth-js, has no row `{row}`",
+                                scenario.name
+                            ));
+                        }
+                        let theirs = auth_js.steps.join("; ");
+                        let both = sidecar.requests.len().min(auth_js.requests.len());
+                        if theirs != expected
+                            || sidecar.requests[..both] != auth_js.requests[..both]
+                            || sidecar.urls != auth_js.urls
+                        {
+                            problems.push(format!(
+                                "{} (documented: {row}): auth-js\n    got:      {theirs}\n    expected: {expected}\n    sidecar: {sidecar:#?}\n    auth-js: {auth_js:#?}",
+                                scenario.name
+                            ));
+                        }
+                    }
+                    None => {}
+                }
+                problems
+            })
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (run, scenario) in runs.into_iter().zip(&scenarios) {
+        match run.await {
+            Ok(found) => problems.extend(found),
+            Err(error) => problems.push(format!("{}: panicked: {error}", scenario.name)),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {} sign-in scenarios do not match:\n{}",
+        problems.len(),
+        scenarios.len(),
+        problems.join("\n")
+    );
+}

@@ -22,6 +22,9 @@
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 //! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
 //! - `auth_refresh`: refresh, commit guard, `auth_get_user` and `auth_sign_out` against it.
+//! - `sign_in`: the sign-in methods (password, sign-up, OTP, magic link, OAuth with PKCE,
+//!   recovery, `auth_update_user`) against the fake GoTrue: what it receives, results without
+//!   tokens, events, the PKCE verifier's life in the keyring, `auth_failed` kept from Sentry.
 //! - `differential`: the binary and `@supabase/auth-js` (tests/differential) side by side on
 //!   the same fake GoTrue scenarios; equal, or a difference documented in docs/protocol.md.
 //! - `hardening`: cleartext URLs refused, the process non-dumpable, no value echoed in errors.
@@ -60,5 +63,6 @@ mod method_table;
 mod ownership;
 mod schema;
 mod session;
+mod sign_in;
 mod telemetry;
 mod wire;
