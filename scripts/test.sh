@@ -83,7 +83,7 @@ cargo build --bins --examples
 
 # Builds the client's dist/ too, which tests/it/js_client.rs runs below.
 step "npm test (clients/typescript, against target/debug/core-sidecar)"
-(cd clients/typescript && CORE_SIDECAR_BIN="$PWD/../../target/debug/core-sidecar" npm test)
+(export CORE_SIDECAR_BIN="$PWD/target/debug/core-sidecar" && cd clients/typescript && npm test)
 
 step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c \

@@ -182,8 +182,9 @@ class Converter {
 
   object(schema, indent) {
     const properties = schema.properties ?? {};
-    const names = Object.keys(properties);
     const required = new Set(schema.required ?? []);
+    // A required key the properties do not describe is still there: `unknown`.
+    const names = [...new Set([...Object.keys(properties), ...required])];
     // Open objects: `unknown` values to read; in params, `any`, so that a value typed by an
     // interface (a supabase-js `Session`, its `User`) is accepted as is.
     const open = this.input ? 'any' : 'unknown';

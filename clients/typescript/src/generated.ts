@@ -207,6 +207,8 @@ export interface OpenRpcDocument {
   };
   methods: Array<{
     name: string;
+    params: unknown;
+    result: unknown;
     [key: string]: unknown;
   }>;
   openrpc: "1.3.2";
