@@ -5,9 +5,14 @@
 #      gnome-keyring, libsecret-tools, keyutils) and Node.js (nodejs, npm) via apt-get;
 #      the rustfmt and clippy components via rustup;
 #   2. cargo fmt --check, cargo clippy -D warnings;
-#   3. npm ci in scripts/js when that Node client exists, and in tests/differential (the
-#      @supabase/auth-js that tests/it/differential.rs runs beside the binary);
-#   4. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
+#   3. npm ci in clients/typescript (the typed Node client: typescript and @types/node) and in
+#      tests/differential (the @supabase/auth-js that tests/it/differential.rs runs beside the
+#      binary);
+#   4. cargo build --bins --examples, then the TypeScript client's tests (`npm test` in
+#      clients/typescript: tsc, then node --test against target/debug/core-sidecar with the
+#      memory keyring; they also check that src/generated.ts is up to date with
+#      schema/openrpc.json);
+#   5. the whole Rust test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
 #      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
 #      them as ignored, never as passed); `--include-ignored` runs them here, where an
@@ -66,10 +71,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-if [ -f scripts/js/package.json ]; then
-    step "npm ci (scripts/js)"
-    (cd scripts/js && npm ci --no-audit --no-fund)
-fi
+step "npm ci (clients/typescript: the typed Node client)"
+(cd clients/typescript && npm ci --no-audit --no-fund)
 step "npm ci (tests/differential: the pinned @supabase/auth-js the differential suite runs)"
 (cd tests/differential && npm ci --no-audit --no-fund)
 
@@ -77,6 +80,10 @@ step "npm ci (tests/differential: the pinned @supabase/auth-js the differential 
 # test harnesses, so build the runnable ones first.
 step "cargo build --bins --examples"
 cargo build --bins --examples
+
+# Builds the client's dist/ too, which tests/it/js_client.rs runs below.
+step "npm test (clients/typescript, against target/debug/core-sidecar)"
+(export CORE_SIDECAR_BIN="$PWD/target/debug/core-sidecar" && cd clients/typescript && npm test)
 
 step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c \

@@ -18,7 +18,7 @@
 //! - `method_table`: the router's registered methods are exactly the documented ones
 //!   (builds the app in process).
 //! - `fuzz_regressions`: inputs found by `fuzz/`, replayed through the real method table.
-//! - `js_client`: scripts/js/client.mjs, the Node client example, against the binary.
+//! - `js_client`: the TypeScript client's example (the README's Node snippet) against the binary.
 //! - `demo`: scripts/demo.sh's walkthrough (examples/demo.rs + examples/dev_backend.rs).
 //! - `gotrue`: a fake GoTrue that rotates refresh tokens and is also the product backend.
 //! - `auth_refresh`: refresh, commit guard, `auth_get_user` and `auth_sign_out` against it.
