@@ -8,10 +8,10 @@
 #   3. npm ci in clients/typescript (the typed Node client: typescript and @types/node) and in
 #      tests/differential (the @supabase/auth-js that tests/it/differential.rs runs beside the
 #      binary);
-#   4. cargo build --bins --examples, then the TypeScript client's tests (`npm test` in
-#      clients/typescript: tsc, then node --test against target/debug/core-sidecar with the
-#      memory keyring; they also check that src/generated.ts is up to date with
-#      schema/openrpc.json);
+#   4. cargo build --bins --examples, then the clients' tests against target/debug/core-sidecar
+#      with the memory keyring: the TypeScript client (`npm test` in clients/typescript: tsc,
+#      then node --test) and the Rust client (`cargo test -p core-sidecar-client`); each also
+#      checks that its generated types are up to date with schema/openrpc.json;
 #   5. the whole Rust test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
 #      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
@@ -68,8 +68,8 @@ note "node $(node --version); npm $(npm --version)"
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "npm ci (clients/typescript: the typed Node client)"
 (cd clients/typescript && npm ci --no-audit --no-fund)
@@ -84,6 +84,9 @@ cargo build --bins --examples
 # Builds the client's dist/ too, which tests/it/js_client.rs runs below.
 step "npm test (clients/typescript, against target/debug/core-sidecar)"
 (export CORE_SIDECAR_BIN="$PWD/target/debug/core-sidecar" && cd clients/typescript && npm test)
+
+step "cargo test -p core-sidecar-client (the Rust client, against target/debug/core-sidecar)"
+CORE_SIDECAR_BIN="$PWD/target/debug/core-sidecar" cargo test -p core-sidecar-client
 
 step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c \

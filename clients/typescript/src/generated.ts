@@ -83,6 +83,33 @@ export interface AvailableTriggerList {
   triggers: AvailableTrigger[];
 }
 
+/** What the shell may use. */
+export interface Capabilities {
+  /** `$/cancelRequest` ends a pending request with -32800 `cancelled`. */
+  cancellation: true;
+  /** Every method of the contract (what `rpc.discover` lists), in its order. */
+  methods: string[];
+  /** Every notification the sidecar sends. */
+  notifications: string[];
+}
+
+/** The shell's name and version. */
+export interface ClientInfo {
+  /** The shell's name. */
+  name: string;
+  /** The shell's version. */
+  version?: string | null;
+  [key: string]: unknown;
+}
+
+/** Which upstreams are configured. */
+export interface Configured {
+  /** `CORE_SIDECAR_AUTH_URL` is set: refresh, `auth_get_user` and revoking sign-outs can work. */
+  auth: boolean;
+  /** `CORE_SIDECAR_BACKEND_URL` is set: gated methods can work. */
+  backend: boolean;
+}
+
 /** One Composio connection of the user. */
 export interface Connection {
   /** When the connection was made, as the backend wrote it (usually RFC 3339). */
@@ -117,7 +144,7 @@ export interface EnabledTrigger {
 
 /** The `error` member of a JSON-RPC response from the sidecar. Protocol errors of the transport (-32700, -32600, -32601) carry no `data`; every other error carries `data` whose `kind` matches its code. */
 export interface ErrorObject {
-  code: -32700 | -32600 | -32601 | -32001 | -32002 | -32003 | -32004 | -32005 | -32006 | -32602 | -32603;
+  code: -32700 | -32600 | -32601 | -32001 | -32002 | -32003 | -32004 | -32005 | -32006 | -32602 | -32603 | -32800;
   data?: ErrorData;
   /** For the shell's developers; never carries a token. */
   message: string;
@@ -128,7 +155,7 @@ export interface ErrorData {
   /** `invalid_params` only: the param at fault (`params` when it is the params as a whole). */
   field?: string;
   /** What went wrong, one kind per error code. */
-  kind: "auth_expired" | "rate_limited" | "backend" | "unavailable" | "storage" | "auth_failed" | "invalid_params" | "internal";
+  kind: "auth_expired" | "rate_limited" | "backend" | "unavailable" | "storage" | "auth_failed" | "invalid_params" | "internal" | "cancelled";
   /** `auth_expired`: why the session is considered gone (one of the reasons listed for -32001). `auth_failed`: the auth server's error code, e.g. `invalid_credentials`, `otp_expired`, `flow_state_not_found`. */
   reason?: string;
   /** `rate_limited` only: how long to wait before trying again, from `Retry-After`. */
@@ -137,6 +164,8 @@ export interface ErrorData {
   retryable: boolean;
   /** The HTTP status the backend or auth server answered, when there was one. */
   status?: number;
+  /** `invalid_params` of `core_initialize` only, when `protocolVersion` is one this sidecar does not speak: the protocol versions it does. */
+  supported?: number[];
 }
 
 /**
@@ -189,6 +218,24 @@ export interface GithubRepoList {
   repositories: GithubRepo[];
 }
 
+/** What the sidecar is and can do: the answer to the handshake. */
+export interface Initialized {
+  capabilities: Capabilities;
+  configured: Configured;
+  keyring: KeyringInfo;
+  /** The protocol version both sides speak from now on: the one the shell asked for. */
+  protocolVersion: number;
+  serverInfo: ServerInfo;
+}
+
+/** Where the session is kept. */
+export interface KeyringInfo {
+  /** The keyring in use: `secret-service`, `keyutils`, `macos`, `windows` or `memory` (a named keyring that does not answer yet keeps its name, with `persistent: false`). */
+  backend: string;
+  /** False when the session lives only in this process's memory (as in `AuthState`). */
+  persistent: boolean;
+}
+
 /** `auth_sign_out` scope, as GoTrue's `/logout?scope=`. */
 export type LogoutScope = "local" | "global" | "others";
 
@@ -237,6 +284,14 @@ export interface Removed {
 /** `{"sent": true}`: the auth server accepted to send a code or link. */
 export interface Sent {
   sent: true;
+}
+
+/** The sidecar's name and version. */
+export interface ServerInfo {
+  /** `core-sidecar`. */
+  name: string;
+  /** The sidecar's semver version. */
+  version: string;
 }
 
 /** `signed_out` (the shell asked), `expired` (the backend or auth server no longer accepts the session), `refresh_failed` (the refresh token was rejected), `external` (another process on the same keyring entry signed out, or the entry was removed). */
@@ -311,6 +366,15 @@ export type CoreVersionParams = Record<string, never>;
 
 /** Params of `rpc.discover`. */
 export type RpcDiscoverParams = Record<string, never>;
+
+/** Params of `core_initialize`. */
+export interface CoreInitializeParams {
+  /** Who is calling, for the sidecar's logs. */
+  clientInfo?: ClientInfo | null;
+  /** The protocol version the shell speaks. One the sidecar does not speak is -32602 with `data.supported`, the versions it does. */
+  protocolVersion: number;
+  [key: string]: any;
+}
 
 /** Params of `auth_store_session`. */
 export type AuthStoreSessionParams = {
@@ -413,7 +477,7 @@ export interface AuthVerifyOtpParams {
 /** Params of `auth_sign_in_with_oauth`. */
 export interface AuthSignInWithOauthParams {
   provider: string;
-  /** Extra query parameters for the provider (e.g. `{"prompt": "consent"}`). */
+  /** Extra query parameters for the provider (e.g. `{"prompt": "consent"}`), added in the order given. */
   query_params?: { [key: string]: string } | null;
   /** Where the browser is sent back, with `?code=`: the app's deep link. */
   redirect_to?: string | null;
@@ -533,6 +597,12 @@ export interface Methods {
   /** This OpenRPC document. */
   "rpc.discover": { params: RpcDiscoverParams; result: OpenRpcDocument };
   /**
+   * The handshake: checks the shell's protocol version; says what this sidecar is and can do.
+   *
+   * Optional: every other method works without it. Answered once the stored session has been loaded (so after INITIAL_SESSION), since `keyring` is known only then. A `protocolVersion` the sidecar does not speak is -32602 with `data.supported`, the versions it does; a supported one comes back as `protocolVersion`. Unknown params are ignored.
+   */
+  core_initialize: { params: CoreInitializeParams; result: Initialized };
+  /**
    * Stores a session in the OS keyring and emits SIGNED_IN.
    *
    * Replaces any stored session. Emits `auth_state_changed` SIGNED_IN, then returns the new state. When no keyring works the session is kept in memory (`persistent: false`).
@@ -649,32 +719,33 @@ export const METHODS = {
   core_ping: { tags: ["public"], errors: ["invalid_params", "internal"] },
   core_version: { tags: ["public"], errors: ["invalid_params", "internal"] },
   "rpc.discover": { tags: ["public"], errors: ["invalid_params", "internal"] },
-  auth_store_session: { tags: ["public"], errors: ["storage", "invalid_params", "internal"] },
-  auth_get_state: { tags: ["public"], errors: ["invalid_params", "internal"] },
-  auth_refresh_session: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  auth_get_user: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  auth_clear_session: { tags: ["public"], errors: ["storage", "invalid_params", "internal"] },
-  auth_sign_out: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  auth_sign_up: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_sign_in_with_password: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_sign_in_with_otp: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_verify_otp: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_sign_in_with_oauth: { tags: ["public"], errors: ["unavailable", "storage", "invalid_params", "internal"] },
-  auth_exchange_code: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_reset_password_for_email: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  auth_update_user: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal"] },
-  composio_list_toolkits: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_list_connections: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_authorize: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_delete_connection: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_list_tools: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_execute: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_list_github_repos: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_list_available_triggers: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_list_active_triggers: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_enable_trigger: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  composio_disable_trigger: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
-  user_get_profile: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal"] },
+  core_initialize: { tags: ["public"], errors: ["invalid_params", "internal", "cancelled"] },
+  auth_store_session: { tags: ["public"], errors: ["storage", "invalid_params", "internal", "cancelled"] },
+  auth_get_state: { tags: ["public"], errors: ["invalid_params", "internal", "cancelled"] },
+  auth_refresh_session: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  auth_get_user: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  auth_clear_session: { tags: ["public"], errors: ["storage", "invalid_params", "internal", "cancelled"] },
+  auth_sign_out: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  auth_sign_up: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_sign_in_with_password: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_sign_in_with_otp: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_verify_otp: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_sign_in_with_oauth: { tags: ["public"], errors: ["unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  auth_exchange_code: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_reset_password_for_email: { tags: ["public"], errors: ["rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  auth_update_user: { tags: ["public"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "auth_failed", "invalid_params", "internal", "cancelled"] },
+  composio_list_toolkits: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_list_connections: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_authorize: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_delete_connection: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_list_tools: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_execute: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_list_github_repos: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_list_available_triggers: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_list_active_triggers: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_enable_trigger: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  composio_disable_trigger: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
+  user_get_profile: { tags: ["gated"], errors: ["auth_expired", "rate_limited", "backend", "unavailable", "storage", "invalid_params", "internal", "cancelled"] },
 } as const satisfies {
   readonly [M in MethodName]: { readonly tags: readonly MethodTag[]; readonly errors: readonly ErrorKind[] };
 };
@@ -696,7 +767,7 @@ export type NotificationName = keyof Notifications;
 // ---- Errors (components.errors) ----
 
 /** `data.kind` of an error a method answers: one kind per code. */
-export type ErrorKind = "auth_expired" | "auth_failed" | "backend" | "internal" | "invalid_params" | "rate_limited" | "storage" | "unavailable";
+export type ErrorKind = "auth_expired" | "auth_failed" | "backend" | "cancelled" | "internal" | "invalid_params" | "rate_limited" | "storage" | "unavailable";
 
 /** The code of each error kind. */
 export const ERROR_CODES = {
@@ -706,6 +777,8 @@ export const ERROR_CODES = {
   auth_failed: -32006,
   /** Backend error: another 4xx/5xx status (`data.status`), `success: false`, or a malformed body. Retryable for 5xx. */
   backend: -32003,
+  /** Cancelled by the client: the shell sent `$/cancelRequest` with this request's id while it was pending. Its work was dropped (a change of the session under way still completes). Not retryable: send it again if it is still wanted. */
+  cancelled: -32800,
   /** Internal error: a bug in the sidecar (reported to Sentry). Not retryable. */
   internal: -32603,
   /** Invalid params: `data.field` names the param at fault (`params` for the params as a whole). Not retryable. */
