@@ -157,6 +157,17 @@ async fn a_pending_call_ends_when_the_sidecar_dies() {
     assert!(matches!(outcome, Err(Error::Exited)), "{outcome:?}");
 }
 
+#[test]
+fn the_readme_shows_the_example_as_it_is() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("examples/quickstart.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```rust\n{example}```")),
+        "README.md's Rust example is not clients/rust/examples/quickstart.rs as it is"
+    );
+}
+
 #[tokio::test]
 async fn the_readme_example_runs() {
     let output = tokio::process::Command::new(env!("CARGO"))

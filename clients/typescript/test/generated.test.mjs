@@ -31,8 +31,8 @@ function grownContract() {
   const contract = readContract();
   contract.methods.push(
     {
-      name: 'core_initialize',
-      summary: 'Handshake.',
+      name: 'core_future_handshake',
+      summary: 'A method a later contract may add.',
       paramStructure: 'by-name',
       params: [],
       'x-paramsSchema': {
@@ -80,21 +80,21 @@ function grownContract() {
   return contract;
 }
 
-test('a grown contract (core_initialize, params-only methods, a new notification) generates types that hold', () => {
+test('a grown contract (a new method with nested params, params-only methods, a new notification) generates types that hold', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gen-types-'));
   try {
     writeFileSync(path.join(dir, 'generated.ts'), generate(grownContract()));
     const use = [
       "import { METHODS, type Methods, type Notifications } from './generated.js';",
-      "type P = Methods['core_initialize']['params'];",
-      "type R = Methods['core_initialize']['result'];",
+      "type P = Methods['core_future_handshake']['params'];",
+      "type R = Methods['core_future_handshake']['result'];",
       "const full: P = { protocolVersion: 1, clientInfo: { name: 'shell', version: '1.0.0' } };",
       'const bare: P = { protocolVersion: 1 };',
       "declare const r: R; const v: number = r.protocolVersion; const n: string = r.serverInfo.name;",
       "const probe: Methods['$/probe']['params'] = { id: 'x', why: 'user' };",
       "const none: Methods['$/probe']['result'] = null;",
       "const done: Notifications['progress'] = { done: 0.5 };",
-      "const tags: readonly ['public'] = METHODS.core_initialize.tags;",
+      "const tags: readonly ['public'] = METHODS.core_future_handshake.tags;",
       'console.log(full, bare, v, n, probe, none, done, tags);',
       "const wrongType: P = { protocolVersion: '1' }; // BAD",
       'const noVersion: P = {}; // BAD',
