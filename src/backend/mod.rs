@@ -44,9 +44,10 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::BaseUrl;
 use crate::error::{AuthExpiredReason, Error, Result};
@@ -204,15 +205,18 @@ impl BackendClient {
             .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
-        let data = map_response(answer.status, retry_after, &answer.body, SystemTime::now())?;
+        let data = envelope_data(answer.status, retry_after, &answer.body, SystemTime::now())?;
         decode_data(answer.status.as_u16(), data)
     }
 }
 
-/// Turns the envelope's `data` into `T`; a shape mismatch is a malformed answer.
-fn decode_data<T: DeserializeOwned>(status: u16, data: Value) -> Result<T> {
-    let missing = data.is_null();
-    serde_path_to_error::deserialize(data).map_err(|e| {
+/// Turns the envelope's `data` into `T`, straight from its text (no `Value` in between: this
+/// is every gated call's hot path); a shape mismatch is a malformed answer.
+fn decode_data<T: DeserializeOwned>(status: u16, data: Option<&RawValue>) -> Result<T> {
+    let text = data.map_or("null", RawValue::get);
+    let missing = text == "null";
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         if missing {
             return Error::malformed_answer(Some(status), "backend response has no data");
         }
@@ -235,6 +239,37 @@ pub fn map_response(
     body: &[u8],
     now: SystemTime,
 ) -> Result<Value> {
+    let data = envelope_data(status, retry_after, body, now)?;
+    Ok(data
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(Value::Null))
+}
+
+/// The envelope `{success, data, error?}` as the backend writes it: `data` is kept as text,
+/// for the caller's type to read it once.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    success: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+/// A member that is there, `null` included (`Option`'s own reading takes `null` for absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// [`map_response`] without building a `Value`: the envelope's `data`, as text (`None`:
+/// absent, or an empty body).
+fn envelope_data<'a>(
+    status: StatusCode,
+    retry_after: Option<&str>,
+    body: &'a [u8],
+    now: SystemTime,
+) -> Result<Option<&'a RawValue>> {
     let code = status.as_u16();
     if status == StatusCode::UNAUTHORIZED {
         return Err(Error::auth_expired(
@@ -265,14 +300,23 @@ pub fn map_response(
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         // 204 or an empty 200: nothing to decode; a caller that needs data says so.
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| malformed("not JSON"))?;
-    let Value::Object(mut envelope) = value else {
-        return Err(malformed("not a {success, data} object"));
-    };
-    match envelope.get("success") {
-        Some(Value::Bool(false)) => {
+    // A struct would also read an array (by position): only an object is an envelope.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => malformed("not a {success, data} object"),
+                Err(_) => malformed("not JSON"),
+            },
+        );
+    }
+    let envelope: Envelope<'a> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => malformed("not a {success, data} object"),
+        _ => malformed("not JSON"),
+    })?;
+    match envelope.success.map(RawValue::get) {
+        Some("false") => {
             let text = error_text(body);
             let message = match text {
                 Some(text) => format!("backend reported a failure: {text}"),
@@ -280,12 +324,13 @@ pub fn map_response(
             };
             return Err(Error::backend_status(code, message));
         }
-        Some(Value::Bool(true)) => {}
-        None if envelope.contains_key("data") => {}
+        Some("true") => {}
+        None if envelope.data.is_some() => {}
         Some(_) => return Err(malformed("`success` is not a boolean")),
         None => return Err(malformed("not a {success, data} object")),
     }
-    Ok(envelope.remove("data").unwrap_or(Value::Null))
+    // `"data": null` reads as no data, as before.
+    Ok(envelope.data.filter(|raw| raw.get() != "null"))
 }
 
 /// The human-readable error text of a backend answer, scrubbed and truncated: the envelope's
@@ -598,8 +643,19 @@ mod tests {
         );
         assert_eq!(map(201, None, r#"{"success":true}"#).unwrap(), Value::Null);
         assert_eq!(map(204, None, "").unwrap(), Value::Null);
-        // No `success` but a `data`: lenient.
+        // No `success` but a `data`: lenient, `null` included.
         assert_eq!(map(200, None, r#"{"data":[1]}"#).unwrap(), json!([1]));
+        assert_eq!(map(200, None, r#"{"data":null}"#).unwrap(), Value::Null);
+        // Whitespace anywhere, unknown members ignored.
+        assert_eq!(
+            map(
+                200,
+                None,
+                r#" { "success" : true , "error" : null, "data" : {"a": 1} } "#
+            )
+            .unwrap(),
+            json!({"a": 1})
+        );
     }
 
     #[test]
@@ -609,7 +665,8 @@ mod tests {
         struct Needs {
             toolkits: Vec<String>,
         }
-        let data = map(200, None, r#"{"success":true}"#).unwrap();
+        let body = br#"{"success":true}"#;
+        let data = envelope_data(StatusCode::OK, None, body, now()).unwrap();
         let err = decode_data::<Needs>(200, data).unwrap_err();
         assert!(matches!(
             err,
@@ -620,7 +677,8 @@ mod tests {
         ));
         assert_eq!(err.to_string(), "backend response has no data");
 
-        let data = map(200, None, r#"{"success":true,"data":{"toolkits":[1]}}"#).unwrap();
+        let body = br#"{"success":true,"data":{"toolkits":[1]}}"#;
+        let data = envelope_data(StatusCode::OK, None, body, now()).unwrap();
         let err = decode_data::<Needs>(200, data).unwrap_err();
         assert!(err.to_string().contains("toolkits[0]"), "{err}");
         assert!(crate::telemetry::is_reportable(&err));
