@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::harness::{BIN, TIMEOUT, clean_env};
+use crate::harness::{TIMEOUT, bin, clean_env};
 use crate::schema::{assert_valid_error, assert_valid_notification, assert_valid_result};
 
 fn client_path() -> String {
@@ -60,7 +60,7 @@ async fn the_demo_runs_against_the_binary() {
     // A backend URL nothing listens on: signed out, the gated call answers auth_expired
     // before any connection is tried.
     let output = node(
-        &[&client_path(), BIN],
+        &[&client_path(), bin()],
         &[("CORE_SIDECAR_BACKEND_URL", "http://127.0.0.1:9")],
     )
     .await;
@@ -173,7 +173,7 @@ console.log(JSON.stringify({
 #[tokio::test]
 async fn the_client_class_matches_out_of_order_responses() {
     let output = node(
-        &["--input-type=module", "-e", CONCURRENT, BIN],
+        &["--input-type=module", "-e", CONCURRENT, bin()],
         &[("CORE_SIDECAR_TEST_HOOKS", "1")],
     )
     .await;
