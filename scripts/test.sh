@@ -7,11 +7,18 @@
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. npm ci in scripts/js when that Node client exists, and in tests/differential (the
 #      @supabase/auth-js that tests/it/differential.rs runs beside the binary);
-#   4. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
+#   4. cargo check of the library and binary for Windows (x86_64-pc-windows-gnu: the
+#      Credential Manager code behind cfg; needs the rust target and the mingw-w64 C compiler
+#      for ring's build script, both installed here). macOS is not checked: ring's build
+#      script needs the macOS SDK (see README, "Platforms");
+#   5. the whole test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
 #      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
 #      them as ignored, never as passed); `--include-ignored` runs them here, where an
-#      unreachable keyring fails them.
+#      unreachable keyring fails them;
+#   6. the shipped binary (scripts/dist.sh: dist/core-sidecar-<triple>) built, and the
+#      integration tests run again against it (CORE_SIDECAR_TEST_BIN), in the same keyring
+#      environment.
 #
 # Usage: scripts/test.sh        (from anywhere; no arguments)
 set -euo pipefail
@@ -40,6 +47,7 @@ command -v secret-tool >/dev/null 2>&1 || packages+=(libsecret-tools)
 command -v keyctl >/dev/null 2>&1 || packages+=(keyutils)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
 if [ "${#packages[@]}" -gt 0 ]; then
     mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
     note "installing ${packages[*]} (apt-get)"
@@ -57,6 +65,11 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+windows=x86_64-pc-windows-gnu
+if ! rustup target list --installed | grep -qx "$windows"; then
+    note "installing the $windows target (rustup)"
+    rustup target add "$windows"
+fi
 note "$(cargo --version); $(rustc --version)"
 note "node $(node --version); npm $(npm --version)"
 
@@ -65,6 +78,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "cargo check --target $windows --lib --bins (the Windows keyring code)"
+cargo check --target "$windows" --lib --bins
 
 if [ -f scripts/js/package.json ]; then
     step "npm ci (scripts/js)"
@@ -81,5 +97,11 @@ cargo build --bins --examples
 step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c \
     'cargo test --all-targets --no-fail-fast -- --include-ignored && cargo test --doc'
+
+step "scripts/dist.sh, then the integration tests against the shipped binary"
+scripts/dist.sh
+dist_bin="dist/core-sidecar-$(rustc -vV | sed -n 's/^host: //p')"
+scripts/with-keyring.sh env CORE_SIDECAR_TEST_BIN="$dist_bin" \
+    cargo test --test it --no-fail-fast -- --include-ignored
 
 step "all checks passed"

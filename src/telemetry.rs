@@ -323,9 +323,11 @@ pub fn log_start(config: &Config, protocol: u32, sentry: bool) {
 }
 
 /// The Sentry options, without DSN or transport. No default integrations: the panic one is
-/// replaced by our hook (scrubbed log, dedupe), the others are added explicitly.
+/// replaced by our hook (scrubbed log, dedupe), the contexts one (OS, runtime) is added
+/// explicitly. No stack traces: the shipped binary is stripped, so its frames would be bare
+/// addresses; a panic's event names its location instead (see [`install_panic_hook`]).
 fn client_options(config: &Config, scrubber: &Scrubber) -> sentry::ClientOptions {
-    use sentry::integrations::{backtrace::ProcessStacktraceIntegration, contexts};
+    use sentry::integrations::contexts;
     let release = config
         .sentry_release
         .clone()
@@ -337,10 +339,7 @@ fn client_options(config: &Config, scrubber: &Scrubber) -> sentry::ClientOptions
         environment: config.sentry_environment.clone().map(Into::into),
         send_default_pii: false,
         default_integrations: false,
-        integrations: vec![
-            Arc::new(contexts::ContextIntegration::default()),
-            Arc::new(ProcessStacktraceIntegration),
-        ],
+        integrations: vec![Arc::new(contexts::ContextIntegration::default())],
         before_send: Some(Arc::new(move |event| scrub_event(&for_events, event))),
         before_breadcrumb: Some(Arc::new(move |crumb| scrub_breadcrumb(&for_crumbs, crumb))),
         ..Default::default()
@@ -392,9 +391,7 @@ fn install_panic_hook(telemetry: &Telemetry) {
     let telemetry = telemetry.clone();
     ONCE.call_once(move || {
         std::panic::set_hook(Box::new(move |info| {
-            let message = telemetry
-                .scrubber
-                .scrub(sentry::integrations::panic::message_from_panic_info(info));
+            let message = telemetry.scrubber.scrub(panic_message(info.payload()));
             let location = info.location().map_or_else(
                 || "unknown".to_string(),
                 |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
@@ -413,14 +410,42 @@ fn install_panic_hook(telemetry: &Telemetry) {
             {
                 return;
             }
-            let mut event =
-                sentry::integrations::panic::PanicIntegration::new().event_from_panic_info(info);
-            event.fingerprint = vec!["panic".into(), location.into()].into();
+            let mut event = Event {
+                level: Level::Fatal,
+                exception: vec![sentry::protocol::Exception {
+                    ty: "panic".into(),
+                    value: Some(message),
+                    mechanism: Some(sentry::protocol::Mechanism {
+                        ty: "panic".into(),
+                        handled: Some(false),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+                .into(),
+                fingerprint: vec!["panic".into(), location.clone().into()].into(),
+                ..Default::default()
+            };
             event.tags.insert("kind".into(), "internal".into());
+            event.tags.insert("location".into(), location);
+            if let Some(method) = current_method() {
+                event.tags.insert("method".into(), method.into());
+            }
             // Scrubbed again by before_send; the message above is only for the log.
             hub.capture_event(event);
         }));
     });
+}
+
+/// The text a panic was raised with (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "Box<dyn Any>"
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
