@@ -9,7 +9,8 @@
 #   2. the session-gate overhead (cargo bench --bench gate);
 #   3. the backend round trip (examples/bench_backend.rs): composio_list_connections through
 #      the sidecar next to the same GET made directly with reqwest, against a local backend
-#      process; once unpinned, once pinned to CPU 0; RSS of the sidecar after the run.
+#      process; once unpinned, once pinned to CPU 0; RSS of the sidecar after the run;
+#   4. the size of the shipped binary, when scripts/dist.sh has built it.
 # The detailed reports go to stderr as they come; the summary table goes to stdout.
 #
 # usage: scripts/bench.sh [--quick] [--no-node] [--baseline PATH]
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --baseline)
       [ $# -ge 2 ] || { echo "--baseline needs a path" >&2; exit 2; }
       baseline=(--baseline "$(realpath "$2")"); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown flag: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -95,6 +96,16 @@ brt() { # baseline backend row: file
   echo "$(get "$1" baseline_p50_us) us vs direct on a current-thread runtime: $(get "$1" baseline_ratio_current_p50 %.2f)x; this build / baseline: **$(get "$1" sidecar_vs_baseline_p50 %.2f)x** (core_ping $(get "$1" sidecar_vs_baseline_ping_p50 %.2f)x)"
 }
 
+# The shipped binary's size, when scripts/dist.sh has built it (it is not built here: fat LTO
+# takes minutes).
+dist_bin="dist/core-sidecar-$(rustc -vV | sed -n 's/^host: //p')"
+if [ -f "$dist_bin" ]; then
+  dist_mb=$(awk -v b="$(wc -c < "$dist_bin")" 'BEGIN {printf "%.2f", b / 1000000}')
+  dist_row="$dist_mb MB (\`$dist_bin\`) | <= 8 MB | $(verdict "$dist_mb" '<=' 8)"
+else
+  dist_row="n/a: run scripts/dist.sh first | <= 8 MB | n/a"
+fi
+
 cpu=$( (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p' | head -n1)
 mode="full run"; [ "$quick" = 1 ] && mode="quick run: rough figures"
 cat <<TABLE
@@ -112,6 +123,7 @@ core-sidecar benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), ${cpu:-unknown CPU}, 
 | spawn to first response (median) | ${first} ms | <= 20 ms | $(verdict "$first" '<=' 20) |
 | idle RSS (after one ping) | ${idle} MB | < 15 MB | $(verdict "$idle" '<' 15) |
 | loaded RSS (after the backend run, unpinned) | ${loaded} MB | | |
+| shipped binary (scripts/dist.sh, stripped) | $dist_row |
 TABLE
 if [ ${#baseline[@]} -gt 0 ]; then
   cat <<TABLE

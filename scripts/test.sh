@@ -12,11 +12,18 @@
 #      with the memory keyring: the TypeScript client (`npm test` in clients/typescript: tsc,
 #      then node --test) and the Rust client (`cargo test -p core-sidecar-client`); each also
 #      checks that its generated types are up to date with schema/openrpc.json;
-#   5. the whole Rust test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
+#   5. cargo check of the library and binary for Windows (x86_64-pc-windows-gnu: the
+#      Credential Manager code behind cfg; needs the rust target and the mingw-w64 C compiler
+#      for ring's build script, both installed here). macOS is not checked: ring's build
+#      script needs the macOS SDK (see README, "Platforms");
+#   6. the whole Rust test suite (all targets, then doc tests) inside scripts/with-keyring.sh: a
 #      private D-Bus session with an unlocked gnome-keyring Secret Service and a fresh keyutils
 #      session keyring. The real-keyring tests are `#[ignore]`d (a plain `cargo test` reports
 #      them as ignored, never as passed); `--include-ignored` runs them here, where an
-#      unreachable keyring fails them.
+#      unreachable keyring fails them;
+#   7. the shipped binary (scripts/dist.sh: dist/core-sidecar-<triple>) built, and the
+#      integration tests run again against it (CORE_SIDECAR_TEST_BIN), in the same keyring
+#      environment.
 #
 # Usage: scripts/test.sh        (from anywhere; no arguments)
 set -euo pipefail
@@ -45,6 +52,7 @@ command -v secret-tool >/dev/null 2>&1 || packages+=(libsecret-tools)
 command -v keyctl >/dev/null 2>&1 || packages+=(keyutils)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
 if [ "${#packages[@]}" -gt 0 ]; then
     mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
     note "installing ${packages[*]} (apt-get)"
@@ -62,6 +70,11 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+windows=x86_64-pc-windows-gnu
+if ! rustup target list --installed | grep -qx "$windows"; then
+    note "installing the $windows target (rustup)"
+    rustup target add "$windows"
+fi
 note "$(cargo --version); $(rustc --version)"
 note "node $(node --version); npm $(npm --version)"
 
@@ -70,6 +83,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo check --target $windows --lib --bins (the Windows keyring code)"
+cargo check --target "$windows" --lib --bins
 
 step "npm ci (clients/typescript: the typed Node client)"
 (cd clients/typescript && npm ci --no-audit --no-fund)
@@ -91,5 +107,11 @@ CORE_SIDECAR_BIN="$PWD/target/debug/core-sidecar" cargo test -p core-sidecar-cli
 step "cargo test --all-targets -- --include-ignored, then cargo test --doc (inside scripts/with-keyring.sh)"
 scripts/with-keyring.sh bash -c \
     'cargo test --all-targets --no-fail-fast -- --include-ignored && cargo test --doc'
+
+step "scripts/dist.sh, then the integration tests against the shipped binary"
+scripts/dist.sh
+dist_bin="dist/core-sidecar-$(rustc -vV | sed -n 's/^host: //p')"
+scripts/with-keyring.sh env CORE_SIDECAR_TEST_BIN="$dist_bin" \
+    cargo test --test it --no-fail-fast -- --include-ignored
 
 step "all checks passed"

@@ -315,6 +315,27 @@ pub struct Config {
     /// Tracing filter for the logs on stderr.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Format of the logs on stderr: `text` (one readable line per event) or `json` (one JSON
+    /// object per line, for log collectors).
+    #[arg(
+        long,
+        env = "CORE_SIDECAR_LOG_FORMAT",
+        value_parser = named(EnumValueParser::<LogFormat>::new()),
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr ([`Config::log_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (`message` and the
+    /// event's fields).
+    Json,
 }
 
 /// What `--version` prints after the name: the sidecar's version and its protocol version,
@@ -728,6 +749,16 @@ mod tests {
         assert_eq!(config.auth_api_key, None);
         assert_eq!(config.sentry_dsn, None);
         assert_eq!(config.keyring_fault, None);
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(parse(&[]).unwrap().log_format, LogFormat::Text);
+        let config = parse(&["--log-format", "json"]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        let text = error(&["--log-format", "yaml"]);
+        assert!(text.contains("--log-format"), "{text}");
+        assert!(text.contains("text") && text.contains("json"), "{text}");
     }
 
     #[test]

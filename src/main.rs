@@ -17,6 +17,11 @@ fn main() -> ExitCode {
     // here (exit code 2, clap's message).
     let config = Config::load();
     let telemetry = core_sidecar::telemetry::init(&config);
+    core_sidecar::telemetry::log_start(
+        &config,
+        core_sidecar::domains::core::PROTOCOL_VERSION,
+        telemetry.sentry_enabled(),
+    );
     hardening.log();
     for (setting, url) in config.cleartext_urls() {
         tracing::warn!(

@@ -35,7 +35,7 @@ use crate::schema::{self, Access, MethodSpec};
 use crate::session::Sessions;
 use crate::session::gate::Gate;
 use crate::session::refresh::Refresher;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{self, Telemetry};
 
 /// What every handler can reach.
 pub struct App {
@@ -542,7 +542,7 @@ where
     m.register_method(name, move |params, app, _| {
         parse_params(&params)
             .and_then(|params| f(app, params))
-            .map_err(|error| to_wire(app, error))
+            .map_err(|error| to_wire(app, name, error))
     })
     .expect("method names are unique");
 }
@@ -556,13 +556,13 @@ where
 {
     m.register_async_method(name, move |params, app, _| {
         let f = f.clone();
-        async move {
+        telemetry::in_call(name, async move {
             match parse_params(&params) {
                 Ok(params) => to_the_end(f(app.clone(), params)).await,
                 Err(error) => Err(error),
             }
-            .map_err(|error| to_wire(&app, error))
-        }
+            .map_err(|error| to_wire(&app, name, error))
+        })
     })
     .expect("method names are unique");
 }
@@ -595,21 +595,24 @@ where
     F: Fn(BackendClient, P) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
-    m.register_async_method(name, move |params, app, _| async move {
-        let result = match parse_params::<P>(&params) {
-            Ok(params) => app.gate.call(|api| f(api, params.clone())).await,
-            Err(error) => Err(error),
-        };
-        result.map_err(|error| to_wire(&app, error))
+    m.register_async_method(name, move |params, app, _| {
+        telemetry::in_call(name, async move {
+            let result = match parse_params::<P>(&params) {
+                Ok(params) => app.gate.call(|api| f(api, params.clone())).await,
+                Err(error) => Err(error),
+            };
+            result.map_err(|error| to_wire(&app, name, error))
+        })
     })
     .expect("method names are unique");
 }
 
 /// The JSON-RPC boundary: the one place an [`Error`] becomes a wire error. Every handler
 /// error passes here, so this is also where the reporting policy sees it (real faults reach
-/// Sentry, deduplicated) and where its message is scrubbed by value as well as by shape.
-fn to_wire(app: &App, error: Error) -> ErrorObjectOwned {
-    app.telemetry.report(&error);
+/// Sentry, deduplicated, tagged with the method) and where its message is scrubbed by value
+/// as well as by shape.
+fn to_wire(app: &App, method: &str, error: Error) -> ErrorObjectOwned {
+    app.telemetry.report_call(method, &error);
     let message = app.telemetry.scrubber().scrub(&error.to_string());
     ErrorObjectOwned::owned(error.kind().code(), message, Some(error.data()))
 }

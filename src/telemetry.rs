@@ -18,7 +18,9 @@
 //! The dedupe map and the known secrets are values owned by a [`Telemetry`] handle, not
 //! process globals: every test builds its own.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ use sentry::protocol::{Breadcrumb, Event, Level};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::Config;
+use crate::config::{BaseUrl, Config, LogFormat};
 use crate::error::Error;
 use crate::scrub::Scrubber;
 
@@ -67,6 +69,17 @@ impl Telemetry {
     /// once per fingerprint per [`DEDUPE_WINDOW`], and logs it. Anything else is ignored here:
     /// callers report every error they end with and let this decide.
     pub fn report(&self, error: &Error) {
+        self.report_in(None, error);
+    }
+
+    /// [`Telemetry::report`] for an error that ends the JSON-RPC call `method`: the event is
+    /// also tagged with the method and, when the error is an upstream's answer, with the
+    /// upstream and the HTTP status (see [`in_call`]).
+    pub fn report_call(&self, method: &str, error: &Error) {
+        self.report_in(Some(method), error);
+    }
+
+    fn report_in(&self, method: Option<&str>, error: &Error) {
         if !is_reportable(error) {
             return;
         }
@@ -85,8 +98,74 @@ impl Telemetry {
             ..Default::default()
         };
         event.tags.insert("kind".into(), kind.into());
+        if let Some(method) = method {
+            event.tags.insert("method".into(), method.into());
+        }
+        let (upstream, status) = upstream_of(error);
+        if let Some(upstream) = upstream {
+            event.tags.insert("upstream".into(), upstream.into());
+        }
+        if let Some(status) = status {
+            event.tags.insert("status".into(), status.to_string());
+        }
         sentry::capture_event(event);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JSON-RPC call being handled
+
+/// What the logs and Sentry know of the JSON-RPC call a future works for: its method, and
+/// the last upstream that answered it (or failed to).
+#[derive(Debug)]
+struct Call {
+    method: &'static str,
+    upstream: Cell<Option<(&'static str, Option<u16>)>>,
+}
+
+tokio::task_local! {
+    static CALL: Call;
+}
+
+/// Runs `future` as the handling of the JSON-RPC call `method`: upstream requests it makes
+/// log the method ([`current_method`]) and record which upstream answered
+/// ([`note_upstream`]), for the Sentry tags of [`Telemetry::report_call`]. Work the call
+/// hands to a spawned task (a shared refresh) is outside the call.
+pub async fn in_call<F: Future>(method: &'static str, future: F) -> F::Output {
+    let call = Call {
+        method,
+        upstream: Cell::new(None),
+    };
+    CALL.scope(call, future).await
+}
+
+/// The JSON-RPC method of the call being handled, if any.
+pub fn current_method() -> Option<&'static str> {
+    CALL.try_with(|call| call.method).ok()
+}
+
+/// Records that `upstream` answered with `status` (`None`: no answer) for the call being
+/// handled, if any.
+pub fn note_upstream(upstream: &'static str, status: Option<u16>) {
+    let _ = CALL.try_with(|call| call.upstream.set(Some((upstream, status))));
+}
+
+/// The upstream and status an error came from: its own status when it has one, and the
+/// call's last upstream when that upstream answered with this status.
+fn upstream_of(error: &Error) -> (Option<&'static str>, Option<u16>) {
+    let status = match error {
+        Error::Backend { status, .. } => *status,
+        _ => None,
+    };
+    let noted = CALL.try_with(|call| call.upstream.get()).ok().flatten();
+    let upstream = match (noted, status) {
+        (Some((upstream, Some(answered))), Some(status)) if answered == status => Some(upstream),
+        (Some((upstream, None)), None) if error.kind() == crate::error::ErrorKind::Unavailable => {
+            Some(upstream)
+        }
+        _ => None,
+    };
+    (upstream, status)
 }
 
 /// Whether an error is a real fault worth a Sentry event. Session expiry, rate limits,
@@ -168,13 +247,23 @@ pub fn init(config: &Config) -> TelemetryGuard {
         BAD_FILTER.get_or_init(|| err.to_string());
         EnvFilter::new("info")
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(ScrubbingStderr {
-            scrubber: telemetry.scrubber.clone(),
-        })
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let writer = ScrubbingStderr {
+        scrubber: telemetry.scrubber.clone(),
+        json: config.log_format == LogFormat::Json,
+    };
+    let _ = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .try_init(),
+    };
     if let Some(err) = BAD_FILTER.get() {
         tracing::warn!("invalid RUST_LOG filter ({err}); using `info`");
     }
@@ -206,10 +295,41 @@ pub fn init(config: &Config) -> TelemetryGuard {
 
 static BAD_FILTER: OnceLock<String> = OnceLock::new();
 
+/// The start-up line (info): what this process is and what it was configured to talk to.
+/// Hosts only: never a path, a key or a DSN. `protocol` is the contract's version.
+pub fn log_start(config: &Config, protocol: u32, sentry: bool) {
+    let host = |url: Option<&BaseUrl>| {
+        url.map(|url| {
+            let url = url.as_url();
+            let host = url.host_str().unwrap_or_default();
+            match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            }
+        })
+    };
+    let keyring = clap::ValueEnum::to_possible_value(&config.keyring)
+        .map_or_else(String::new, |value| value.get_name().to_string());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        protocol,
+        keyring,
+        backend = config.backend_url.is_some(),
+        backend_host = host(config.backend_url.as_ref()),
+        auth = config.auth_url.is_some(),
+        auth_host = host(config.auth_url.as_ref()),
+        auth_api_key = config.auth_api_key.is_some(),
+        sentry,
+        "core-sidecar starting"
+    );
+}
+
 /// The Sentry options, without DSN or transport. No default integrations: the panic one is
-/// replaced by our hook (scrubbed log, dedupe), the others are added explicitly.
+/// replaced by our hook (scrubbed log, dedupe), the contexts one (OS, runtime) is added
+/// explicitly. No stack traces: the shipped binary is stripped, so its frames would be bare
+/// addresses; a panic's event names its location instead (see [`install_panic_hook`]).
 fn client_options(config: &Config, scrubber: &Scrubber) -> sentry::ClientOptions {
-    use sentry::integrations::{backtrace::ProcessStacktraceIntegration, contexts};
+    use sentry::integrations::contexts;
     let release = config
         .sentry_release
         .clone()
@@ -221,10 +341,7 @@ fn client_options(config: &Config, scrubber: &Scrubber) -> sentry::ClientOptions
         environment: config.sentry_environment.clone().map(Into::into),
         send_default_pii: false,
         default_integrations: false,
-        integrations: vec![
-            Arc::new(contexts::ContextIntegration::default()),
-            Arc::new(ProcessStacktraceIntegration),
-        ],
+        integrations: vec![Arc::new(contexts::ContextIntegration::default())],
         before_send: Some(Arc::new(move |event| scrub_event(&for_events, event))),
         before_breadcrumb: Some(Arc::new(move |crumb| scrub_breadcrumb(&for_crumbs, crumb))),
         ..Default::default()
@@ -276,9 +393,7 @@ fn install_panic_hook(telemetry: &Telemetry) {
     let telemetry = telemetry.clone();
     ONCE.call_once(move || {
         std::panic::set_hook(Box::new(move |info| {
-            let message = telemetry
-                .scrubber
-                .scrub(sentry::integrations::panic::message_from_panic_info(info));
+            let message = telemetry.scrubber.scrub(panic_message(info.payload()));
             let location = info.location().map_or_else(
                 || "unknown".to_string(),
                 |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
@@ -297,14 +412,42 @@ fn install_panic_hook(telemetry: &Telemetry) {
             {
                 return;
             }
-            let mut event =
-                sentry::integrations::panic::PanicIntegration::new().event_from_panic_info(info);
-            event.fingerprint = vec!["panic".into(), location.into()].into();
+            let mut event = Event {
+                level: Level::Fatal,
+                exception: vec![sentry::protocol::Exception {
+                    ty: "panic".into(),
+                    value: Some(message),
+                    mechanism: Some(sentry::protocol::Mechanism {
+                        ty: "panic".into(),
+                        handled: Some(false),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+                .into(),
+                fingerprint: vec!["panic".into(), location.clone().into()].into(),
+                ..Default::default()
+            };
             event.tags.insert("kind".into(), "internal".into());
+            event.tags.insert("location".into(), location);
+            if let Some(method) = current_method() {
+                event.tags.insert("method".into(), method.into());
+            }
             // Scrubbed again by before_send; the message above is only for the log.
             hub.capture_event(event);
         }));
     });
+}
+
+/// The text a panic was raised with (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "Box<dyn Any>"
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +479,8 @@ fn scrub_breadcrumb(scrubber: &Scrubber, crumb: Breadcrumb) -> Option<Breadcrumb
 /// stderr, with every formatted log line scrubbed before it is written.
 struct ScrubbingStderr {
     scrubber: Scrubber,
+    /// Lines are JSON objects: scrubbed value by value, so they stay JSON.
+    json: bool,
 }
 
 impl<'a> MakeWriter<'a> for ScrubbingStderr {
@@ -344,12 +489,14 @@ impl<'a> MakeWriter<'a> for ScrubbingStderr {
     fn make_writer(&'a self) -> Self::Writer {
         ScrubbingWriter {
             scrubber: &self.scrubber,
+            json: self.json,
         }
     }
 }
 
 struct ScrubbingWriter<'a> {
     scrubber: &'a Scrubber,
+    json: bool,
 }
 
 impl Write for ScrubbingWriter<'_> {
@@ -357,15 +504,29 @@ impl Write for ScrubbingWriter<'_> {
     /// buffer is a complete line and can be scrubbed as text.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr()
-            .lock()
-            .write_all(self.scrubber.scrub(&text).as_bytes())?;
+        let line = if self.json {
+            scrub_json_line(self.scrubber, &text)
+        } else {
+            self.scrubber.scrub(&text)
+        };
+        std::io::stderr().lock().write_all(line.as_bytes())?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// A JSON log line, scrubbed string by string (scrubbing the text could cut a JSON escape in
+/// two). A line that is not JSON (none is) is scrubbed as text and wrapped in an object.
+fn scrub_json_line(scrubber: &Scrubber, line: &str) -> String {
+    let mut value = serde_json::from_str::<serde_json::Value>(line.trim_end())
+        .unwrap_or_else(|_| serde_json::json!({ "message": line.trim_end() }));
+    scrubber.scrub_json(&mut value);
+    let mut line = value.to_string();
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]
@@ -448,6 +609,61 @@ mod tests {
         assert!(body.contains("[redacted]"), "{body}");
         assert!(body.contains("backend:503:malformed"), "{body}");
         assert!(body.contains(r#""kind":"backend""#), "{body}");
+    }
+
+    #[test]
+    fn a_call_tags_its_method_and_the_upstream_that_answered() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::new();
+        let sent = with_capture(&telemetry, || {
+            runtime.block_on(in_call("user_get_profile", async {
+                assert_eq!(current_method(), Some("user_get_profile"));
+                note_upstream("auth server", Some(502));
+                telemetry.report_call("user_get_profile", &Error::backend_status(502, "a"));
+                // Another status than the upstream's last answer: not that upstream's.
+                note_upstream("backend", Some(401));
+                telemetry.report_call("user_get_profile", &Error::backend_status(500, "b"));
+            }));
+            assert_eq!(current_method(), None);
+            telemetry.report(&Error::Storage("locked".into()));
+        });
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        let tags = |body: &str| -> serde_json::Value {
+            body.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|v| v.get("tags").cloned())
+                .unwrap_or_default()
+        };
+        let first = tags(&sent[0]);
+        assert_eq!(first["method"], "user_get_profile", "{first}");
+        assert_eq!(first["upstream"], "auth server", "{first}");
+        assert_eq!(first["status"], "502", "{first}");
+        let second = tags(&sent[1]);
+        assert_eq!(second["status"], "500", "{second}");
+        assert!(second.get("upstream").is_none(), "{second}");
+        let third = tags(&sent[2]);
+        assert_eq!(third["kind"], "storage", "{third}");
+        assert!(third.get("method").is_none(), "{third}");
+    }
+
+    #[test]
+    fn json_log_lines_stay_json_when_scrubbed() {
+        let scrubber = Scrubber::new();
+        let line = serde_json::json!({
+            "fields": {"message": format!("authorization: abc\"quoted\" Bearer {JWT}"),
+                       "refresh_token": "r1"},
+            "level": "INFO",
+        })
+        .to_string();
+        let out = scrub_json_line(&scrubber, &format!("{line}\n"));
+        assert!(out.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(out.trim_end()).expect("JSON");
+        assert!(!out.contains("eyJ") && !out.contains("r1"), "{out}");
+        assert_eq!(value["level"], "INFO");
+        let text = scrub_json_line(&scrubber, "not json\n");
+        assert!(serde_json::from_str::<serde_json::Value>(text.trim_end()).is_ok());
     }
 
     #[test]

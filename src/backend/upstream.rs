@@ -32,9 +32,12 @@
 //! - **Transport errors** ([`unreachable()`]): no complete answer (refused, DNS, TLS, timeout,
 //!   connection lost mid-body) is `unavailable`, "`<upstream>` unreachable: ...", without the
 //!   URL's query.
-//! - **Logging**: one `debug` line per request with the upstream, the method, the path
-//!   without its query, the status (or the error), the time spent waiting for a permit and
-//!   the time the request took. Never a header, a body or a token.
+//! - **Logging**: one line per request with the upstream, the HTTP method, the path without
+//!   its query, the status (or the error), the time spent waiting for a permit and the time
+//!   the request took: `debug` for an answer below 400, `warn` for a 4xx/5xx answer or no
+//!   usable answer, with the JSON-RPC method of the call when there is one
+//!   ([`telemetry::current_method`]). Never a header, a body or a token. The call also
+//!   learns which upstream answered ([`telemetry::note_upstream`]), for the Sentry tags.
 //!
 //! What an answer *means* stays with each client: [`super::map_response`] (backend) and
 //! [`super::auth_server::classify`] (auth server) are pure functions of a complete answer.
@@ -49,6 +52,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::scrub::scrub;
+use crate::telemetry;
 
 /// Concurrent requests per upstream (backend, auth server), each holding one connection.
 /// Past it, requests wait for a permit. 64 keeps file descriptors far below a default
@@ -190,15 +194,30 @@ impl Upstream {
 
         match outcome {
             Ok(answer) => {
-                tracing::debug!(
-                    upstream = self.name,
-                    %method,
-                    path,
-                    status = answer.status.as_u16(),
-                    queued_ms,
-                    elapsed_ms,
-                    "upstream call"
-                );
+                let status = answer.status.as_u16();
+                telemetry::note_upstream(self.name, Some(status));
+                if answer.status.is_client_error() || answer.status.is_server_error() {
+                    tracing::warn!(
+                        rpc_method = telemetry::current_method(),
+                        upstream = self.name,
+                        http_method = %method,
+                        path,
+                        status,
+                        queued_ms,
+                        elapsed_ms,
+                        "upstream call failed"
+                    );
+                } else {
+                    tracing::debug!(
+                        upstream = self.name,
+                        %method,
+                        path,
+                        status,
+                        queued_ms,
+                        elapsed_ms,
+                        "upstream call"
+                    );
+                }
                 Ok(answer)
             }
             Err(failure) => {
@@ -209,9 +228,11 @@ impl Upstream {
                     Failure::Transport(_) => None,
                 };
                 let error = self.error(failure);
-                tracing::debug!(
+                telemetry::note_upstream(self.name, status);
+                tracing::warn!(
+                    rpc_method = telemetry::current_method(),
                     upstream = self.name,
-                    %method,
+                    http_method = %method,
                     path,
                     status,
                     queued_ms,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::fake_backend::SilentBackend;
-use crate::harness::{BIN, Sidecar, TEST_JWT, TIMEOUT, clean_env};
+use crate::harness::{Sidecar, TEST_JWT, TIMEOUT, bin, clean_env};
 
 /// `CORE_SIDECAR_MAX_IN_FLIGHT`'s default.
 const BOUND: usize = 256;
@@ -200,7 +200,7 @@ struct Unread {
 }
 
 fn spawn_unread(env: &[(&str, &str)]) -> Unread {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::harness::{BIN, clean_env, example};
+use crate::harness::{bin, clean_env, example};
 
 /// Debug builds of the benchmarks, even in quick mode, take a few seconds at most.
 const BENCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -58,7 +58,7 @@ fn positive(figures: &Value, key: &str) -> f64 {
 async fn bench_backend_quick_prints_a_table_and_its_figures() {
     let (table, figures) = run(
         example("bench_backend"),
-        &["--sidecar", BIN, "--quick", "--json"],
+        &["--sidecar", bin(), "--quick", "--json"],
     )
     .await;
     assert_eq!(figures["bench"], "backend");
@@ -117,7 +117,7 @@ async fn bench_client_json_mode_reports_every_figure() {
             "--floor",
             example("echo_floor").to_str().expect("UTF-8 path"),
             "--sidecar",
-            BIN,
+            bin(),
             "--latency-n",
             "50",
             "--warmup",
@@ -161,7 +161,7 @@ async fn bench_client_json_mode_reports_every_figure() {
 async fn both_benchmarks_take_a_baseline_binary() {
     let (table, figures) = run(
         example("bench_backend"),
-        &["--sidecar", BIN, "--baseline", BIN, "--quick", "--json"],
+        &["--sidecar", bin(), "--baseline", bin(), "--quick", "--json"],
     )
     .await;
     for key in [
@@ -184,9 +184,9 @@ async fn both_benchmarks_take_a_baseline_binary() {
             "--floor",
             example("echo_floor").to_str().expect("UTF-8 path"),
             "--sidecar",
-            BIN,
+            bin(),
             "--baseline",
-            BIN,
+            bin(),
             "--latency-n",
             "50",
             "--warmup",

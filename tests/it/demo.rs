@@ -16,7 +16,7 @@ use std::process::{Output, Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{BIN, TIMEOUT, clean_env, example};
+use crate::harness::{TIMEOUT, bin, clean_env, example};
 
 /// The dev backend on 127.0.0.1, any port: the child (killed on drop) and its base URL.
 async fn dev_backend() -> (Child, String) {
@@ -45,7 +45,7 @@ async fn dev_backend() -> (Child, String) {
 /// Runs the demo driver against `backend` with the sidecar under test (memory keyring).
 async fn demo(backend: &str) -> Output {
     let mut cmd = Command::new(example("demo"));
-    cmd.args(["--backend", backend, "--sidecar", BIN])
+    cmd.args(["--backend", backend, "--sidecar", bin()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

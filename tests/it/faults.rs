@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fake_backend::{Canned, FakeBackend};
-use crate::harness::{BIN, Sidecar, TEST_JWT, TIMEOUT, clean_env};
+use crate::harness::{Sidecar, TEST_JWT, TIMEOUT, bin, clean_env};
 
 const HOOKS: (&str, &str) = ("CORE_SIDECAR_TEST_HOOKS", "1");
 
@@ -299,7 +299,7 @@ fn cpu_ticks_and_state(pid: u32) -> (u64, char) {
 
 #[tokio::test]
 async fn a_closed_stdout_ends_the_process_cleanly_without_spinning() {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::harness::{BIN, Sidecar, TIMEOUT, clean_env};
+use crate::harness::{Sidecar, TIMEOUT, bin, clean_env};
 
 /// What a start that must fail printed: exit code, stdout, stderr.
 async fn failed_start(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -258,7 +258,7 @@ async fn the_process_is_not_dumpable() {
     drop(control_in);
     control.wait().await.expect("cat ends on EOF");
 
-    let bin = runnable_by_anyone(BIN);
+    let bin = runnable_by_anyone(bin());
     let mut cmd = unprivileged(bin.to_str().expect("a UTF-8 path"));
     clean_env(&mut cmd, &[]);
     let mut sidecar = cmd.spawn().expect("spawn core-sidecar unprivileged");

@@ -27,7 +27,19 @@ pub const TEST_REFRESH_TOKEN: &str = "rt-test-0123456789-abcdef";
 /// Tokens that must never leave the sidecar, whatever the test.
 pub const DEFAULT_SECRETS: &[&str] = &[TEST_JWT, TEST_REFRESH_TOKEN];
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_core-sidecar");
+/// The binary under test: `CORE_SIDECAR_TEST_BIN` when set (a path, e.g. the shipped build
+/// `dist/core-sidecar-<target-triple>` that scripts/dist.sh writes), else the one cargo built
+/// for this test run.
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("CORE_SIDECAR_TEST_BIN") {
+        Ok(path) if !path.is_empty() => std::fs::canonicalize(&path)
+            .unwrap_or_else(|e| panic!("CORE_SIDECAR_TEST_BIN={path}: {e}"))
+            .to_string_lossy()
+            .into_owned(),
+        _ => env!("CARGO_BIN_EXE_core-sidecar").to_string(),
+    })
+}
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -85,7 +97,7 @@ impl Sidecar {
             .find(|(key, _)| *key == "CORE_SIDECAR_KEYRING")
             .is_none_or(|(_, value)| *value == "memory");
         let (initial_tx, initial_session) = tokio::sync::watch::channel(None);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -365,9 +377,10 @@ pub async fn serve_local(app: axum::Router) -> (u16, JoinHandle<()>) {
     (port, server)
 }
 
-/// A built example, checked to be newer than its source.
+/// A built example (next to the binary cargo built, whatever [`bin`] is), checked to be
+/// newer than its source.
 pub fn example(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(BIN)
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_core-sidecar"))
         .parent()
         .expect("the binary has a directory")
         .join("examples")

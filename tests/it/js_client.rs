@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::harness::{BIN, TIMEOUT, clean_env};
+use crate::harness::{TIMEOUT, bin, clean_env};
 use crate::schema::assert_valid_result;
 
 fn client_dir() -> PathBuf {
@@ -67,7 +67,7 @@ async fn the_readme_node_example_runs_against_the_binary() {
     let output = node(
         &client_dir().join("examples/quickstart.mjs"),
         &[
-            ("CORE_SIDECAR_BIN", BIN),
+            ("CORE_SIDECAR_BIN", bin()),
             ("CORE_SIDECAR_BACKEND_URL", "http://127.0.0.1:9"),
         ],
     )

@@ -38,6 +38,11 @@
 //! - `backpressure`: a silent backend never delays local calls; past the in-flight bound
 //!   (batch members each) new requests are refused; exits on time with stdout unread or closed.
 //! - `bench_smoke`: the benchmark programs behind scripts/bench.sh, in their quick modes.
+//! - `logs`: `--log-format json` (every stderr line a JSON object), the start-up line, the
+//!   warn line of a failed upstream call, the Sentry tags of a failed call.
+//!
+//! `CORE_SIDECAR_TEST_BIN=<path>` runs every test against that binary instead of the one cargo
+//! built (e.g. the shipped `dist/core-sidecar-<target-triple>`; see `harness::bin`).
 
 mod architecture;
 mod auth_refresh;
@@ -58,6 +63,7 @@ mod hostile;
 mod hygiene;
 mod js_client;
 mod load;
+mod logs;
 mod method_table;
 #[cfg(target_os = "linux")]
 mod ownership;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Sidecar, TIMEOUT, clean_env, raw_members};
+use crate::harness::{Sidecar, TIMEOUT, bin, clean_env, raw_members};
 
 const HOOKS: &[(&str, &str)] = &[("CORE_SIDECAR_TEST_HOOKS", "1")];
 
@@ -336,7 +336,7 @@ async fn core_initialize_reports_the_configured_upstreams() {
 
 #[tokio::test]
 async fn version_flag_prints_the_protocol_version() {
-    let output = tokio::process::Command::new(BIN)
+    let output = tokio::process::Command::new(bin())
         .arg("--version")
         .output()
         .await
@@ -487,7 +487,7 @@ async fn blank_lines_are_ignored() {
 /// `printf '{"jsonrpc":"2.0","id":1,"method":"core_ping"}\n' | core-sidecar`
 #[tokio::test]
 async fn piped_single_request_prints_one_line_and_exits_zero() {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -649,7 +649,7 @@ async fn slow_request_does_not_delay_ping() {
 
 #[tokio::test]
 async fn help_lists_every_variable() {
-    let output = tokio::process::Command::new(BIN)
+    let output = tokio::process::Command::new(bin())
         .arg("--help")
         .output()
         .await
@@ -854,7 +854,7 @@ async fn one_socket_as_stdin_and_stdout_is_served_non_blocking_and_left_as_found
     // flags are the sidecar's.
     let watch = theirs.try_clone().expect("dup");
     assert_eq!(status_flags(&watch) & nix::libc::O_NONBLOCK, 0);
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(Stdio::from(OwnedFd::from(theirs.try_clone().expect("dup"))))
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::piped())
@@ -916,7 +916,7 @@ async fn stdout_shared_with_stderr_stays_blocking_and_lines_stay_whole() {
     use std::process::Stdio;
 
     let (reader, writer) = std::io::pipe().expect("pipe");
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::from(OwnedFd::from(writer.try_clone().expect("dup"))))
         .stderr(Stdio::from(OwnedFd::from(writer)))
@@ -979,7 +979,7 @@ async fn stdin_from_a_file_is_read_by_a_reader_thread() {
         writeln!(file, "{}", ping_line(&id.to_string())).expect("write");
     }
     file.rewind().expect("rewind");
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.stdin(Stdio::from(file))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
