@@ -556,13 +556,20 @@ where
 {
     m.register_async_method(name, move |params, app, _| {
         let f = f.clone();
-        telemetry::in_call(name, async move {
-            match parse_params(&params) {
-                Ok(params) => to_the_end(f(app.clone(), params)).await,
-                Err(error) => Err(error),
-            }
-            .map_err(|error| to_wire(&app, name, error))
-        })
+        async move {
+            let params = match parse_params(&params) {
+                Ok(params) => params,
+                Err(error) => return Err(to_wire(&app, name, error)),
+            };
+            // The call's scope (its method, its last upstream answer) goes into the task
+            // with it, so its upstream calls log the method and its error is tagged.
+            let work = telemetry::in_call(name, async move {
+                f(app.clone(), params)
+                    .await
+                    .map_err(|error| to_wire(&app, name, error))
+            });
+            to_the_end(work).await
+        }
     })
     .expect("method names are unique");
 }
