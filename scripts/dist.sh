@@ -24,7 +24,7 @@ done
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 triple=${target:-$host}
-args=(--profile dist --bin core-sidecar --locked)
+args=(--profile dist --bin core-sidecar --locked --no-default-features)
 built="${CARGO_TARGET_DIR:-target}/dist"
 if [ -n "$target" ]; then
   args+=(--target "$target")

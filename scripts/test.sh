@@ -81,8 +81,9 @@ note "node $(node --version); npm $(npm --version)"
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
+step "cargo clippy --workspace --all-targets -- -D warnings (and the shipped build's features)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --no-default-features --lib --bins -- -D warnings
 
 step "cargo check --target $windows --lib --bins (the Windows keyring code)"
 cargo check --target "$windows" --lib --bins

@@ -106,6 +106,21 @@ pub struct MethodSpec {
     pub cancellable: bool,
 }
 
+/// A method's params schema, params field names and result schema.
+type SchemaFns = (
+    fn(&mut SchemaGenerator) -> Schema,
+    fn() -> Option<&'static [&'static str]>,
+    fn(&mut SchemaGenerator) -> Schema,
+);
+
+/// Without the `contract` feature (the shipped binary, `scripts/dist.sh`) no schema is
+/// generated: `rpc.discover` serves the committed schema/openrpc.json, which the tests (built
+/// with the feature) prove is what generation gives. Not a line of schema code ships.
+#[cfg(not(feature = "contract"))]
+fn not_generated(_: &mut SchemaGenerator) -> Schema {
+    Schema::default()
+}
+
 impl MethodSpec {
     /// The spec of a method taking `P` and answering `R`.
     pub fn new<P, R>(name: &'static str, access: Access, summary: &'static str) -> Self
@@ -113,15 +128,24 @@ impl MethodSpec {
         P: DeserializeOwned + JsonSchema,
         R: JsonSchema,
     {
+        #[cfg(feature = "contract")]
+        let (params_schema, params_fields, result_schema): SchemaFns = (
+            P::json_schema,
+            serde_field_names::<P>,
+            SchemaGenerator::subschema_for::<R>,
+        );
+        #[cfg(not(feature = "contract"))]
+        let (params_schema, params_fields, result_schema): SchemaFns =
+            (not_generated, || None, not_generated);
         Self {
             name,
             access,
             summary,
             description: None,
             adds_errors: &[],
-            params_schema: P::json_schema,
-            params_fields: serde_field_names::<P>,
-            result_schema: SchemaGenerator::subschema_for::<R>,
+            params_schema,
+            params_fields,
+            result_schema,
             cancellable: true,
         }
     }
