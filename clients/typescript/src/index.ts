@@ -21,10 +21,21 @@ export type Params<M extends MethodName> = Methods[M]["params"];
 /** The result type of method `M`. */
 export type Result<M extends MethodName> = Methods[M]["result"];
 
-/** `request(method)` may leave params out when the method needs none. */
+/** Per-request options. */
+export interface RequestOptions {
+  /**
+   * Aborting it sends `$/cancelRequest` for this request: the sidecar drops the call's work
+   * (a gated call's backend request) and answers it `-32800`, so the promise rejects with a
+   * {@link SidecarError} of kind `cancelled`. Already aborted: nothing is sent and the promise
+   * rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
+}
+
+/** `request(method)` may leave params out when the method needs none; options come last. */
 export type ParamsArgs<M extends MethodName> = {} extends Params<M>
-  ? [params?: Params<M>]
-  : [params: Params<M>];
+  ? [params?: Params<M>, options?: RequestOptions]
+  : [params: Params<M>, options?: RequestOptions];
 
 /** The JSON-RPC error codes of the transport itself: they carry no `data`, hence no `kind`. */
 export const PROTOCOL_ERROR_CODES = {
@@ -256,16 +267,18 @@ export class SidecarClient {
    * come: the process is gone).
    */
   request<M extends MethodName>(method: M, ...args: ParamsArgs<M>): Promise<Result<M>> {
-    return this.requestUntyped(method, args[0]) as Promise<Result<M>>;
+    return this.requestUntyped(method, args[0], args[1]) as Promise<Result<M>>;
   }
 
   /**
    * Calls any method by name, untyped: a method newer than this client's types, or one the
    * contract does not list (the sidecar's test hooks).
    */
-  requestUntyped(method: string, params?: unknown): Promise<unknown> {
+  requestUntyped(method: string, params?: unknown, options: RequestOptions = {}): Promise<unknown> {
     const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const answered = new Promise((resolve, reject) => {
       const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
       if (params !== undefined) message.params = params;
       let line: string;
@@ -283,6 +296,15 @@ export class SidecarClient {
       this.#pending.set(id, { method, resolve, reject });
       this.child.stdin!.write(`${line}\n`);
     });
+    if (!signal) return answered;
+    // While it is pending, an abort asks the sidecar to end it; its -32800 settles it.
+    const cancel = () => {
+      if (this.#pending.has(id) && !this.#dead) this.notify("$/cancelRequest", { id });
+    };
+    signal.addEventListener("abort", cancel, { once: true });
+    const forget = () => signal.removeEventListener("abort", cancel);
+    answered.then(forget, forget);
+    return answered;
   }
 
   /** Sends a notification (no id: never answered, even on error). */

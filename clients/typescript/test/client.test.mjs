@@ -149,6 +149,34 @@ test('responses out of order each settle their own request; pending ones reject 
   assert.ok(late instanceof SidecarExitedError);
 });
 
+test('an aborted signal cancels the pending request: the sidecar answers it -32800 cancelled', async () => {
+  const sidecar = spawnTest({ CORE_SIDECAR_TEST_HOOKS: '1' });
+  const controller = new AbortController();
+  const slow = sidecar.requestUntyped('core_test_sleep', { ms: 60_000 }, { signal: controller.signal });
+  const outcome = slow.catch((e) => e);
+  // Answered after the sleep was read: the cancel goes to a request the sidecar holds.
+  await sidecar.request('core_ping');
+  assert.equal(sidecar.pendingCount, 1);
+  controller.abort();
+  const error = await outcome;
+  assert.ok(error instanceof SidecarError, String(error));
+  assert.equal(error.code, -32800);
+  assert.equal(error.kind, 'cancelled');
+  assert.equal(sidecar.pendingCount, 0);
+
+  // Aborted before it is sent: nothing goes out, the promise rejects with the reason.
+  const early = new AbortController();
+  early.abort(new Error('the user left'));
+  const refused = await sidecar.request('core_ping', undefined, { signal: early.signal }).catch((e) => e);
+  assert.equal(refused.message, 'the user left');
+  // A typed request with options, answered before any abort: the signal is let go.
+  const late = new AbortController();
+  assert.equal((await sidecar.request('auth_get_state', {}, { signal: late.signal })).isAuthenticated, false);
+  late.abort();
+  assert.equal((await sidecar.request('core_ping')).pong, true);
+  assert.equal(await sidecar.close(), 0);
+});
+
 test('a sidecar that exits by itself rejects what is pending with its exit code', async () => {
   // A bad URL is a configuration error: exit 2 before anything is read.
   const sidecar = spawnTest({ CORE_SIDECAR_BACKEND_URL: 'ftp://example.invalid' });
