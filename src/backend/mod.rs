@@ -214,9 +214,14 @@ impl BackendClient {
 /// is every gated call's hot path); a shape mismatch is a malformed answer.
 fn decode_data<T: DeserializeOwned>(status: u16, data: Option<&RawValue>) -> Result<T> {
     let text = data.map_or("null", RawValue::get);
+    // The fast read first; only a failure is read again to say where it failed (path
+    // tracking costs as much as the read itself, and answers that fit are the rule).
+    if let Ok(decoded) = serde_json::from_str(text) {
+        return Ok(decoded);
+    }
     let missing = text == "null";
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
         if missing {
             return Error::malformed_answer(Some(status), "backend response has no data");
         }
