@@ -158,6 +158,11 @@ impl Error {
         }
     }
 
+    /// A method that needs the auth server, without one configured.
+    pub fn no_auth_server() -> Self {
+        Self::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
+    }
+
     pub fn auth_expired(reason: AuthExpiredReason, message: impl Into<String>) -> Self {
         Self::AuthExpired {
             reason,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::fits_serialized;
+use super::within_free_form_limit;
 
 use crate::backend::auth_server::{AuthServer, LogoutScope};
 use crate::error::{AuthExpiredReason, Error, Result};
@@ -91,24 +91,17 @@ impl StoreSessionParams {
         ];
         for (field, value) in strings {
             if value.is_some_and(|v| v.len() > MAX_FREE_FORM_BYTES) {
-                return Err(too_big(field, "bytes"));
+                return Err(too_big(field));
             }
         }
-        if self
-            .user
-            .as_ref()
-            .is_some_and(|user| !fits_serialized(user, MAX_FREE_FORM_BYTES))
-        {
-            return Err(too_big("user", "bytes serialized as JSON"));
-        }
-        Ok(())
+        within_free_form_limit("user", &self.user)
     }
 }
 
-fn too_big(field: &str, unit: &str) -> Error {
+fn too_big(field: &str) -> Error {
     Error::invalid_params(
         field,
-        format!("`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} {unit} (64 KiB)"),
+        format!("`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} bytes (64 KiB)"),
     )
 }
 
@@ -257,9 +250,7 @@ pub async fn refresh_session(sessions: &Sessions, refresher: &Arc<Refresher>) ->
 /// `user_not_found`) ends the session; a 401, a 403 `bad_jwt` or a gateway's 401 is an
 /// error that keeps it, like every other failure.
 pub async fn get_user(gate: &Gate, auth: Option<&AuthServer>) -> Result<Value> {
-    let auth = auth.ok_or_else(|| {
-        Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
-    })?;
+    let auth = auth.ok_or_else(Error::no_auth_server)?;
     gate.with_session(|session| async move {
         let user = auth.user(session.access_token.expose()).await?;
         gate.sessions()

@@ -18,6 +18,22 @@ use serde::Deserialize;
 )]
 pub struct NoParams {}
 
+/// Refuses a free-form param (an object, a map) over [`auth::MAX_FREE_FORM_BYTES`] as compact
+/// JSON, naming it, never quoting it: the one check for every domain's free-form params.
+pub(crate) fn within_free_form_limit(
+    field: &str,
+    value: &impl serde::Serialize,
+) -> crate::error::Result<()> {
+    let limit = auth::MAX_FREE_FORM_BYTES;
+    if fits_serialized(value, limit) {
+        return Ok(());
+    }
+    Err(crate::error::Error::invalid_params(
+        field,
+        format!("`{field}` is larger than the limit of {limit} bytes serialized as JSON (64 KiB)"),
+    ))
+}
+
 /// Whether `value` serializes to at most `limit` bytes of compact JSON. Writing stops at the
 /// first byte past the budget, so a huge value costs no more than the limit.
 pub(crate) fn fits_serialized(value: &impl serde::Serialize, limit: usize) -> bool {

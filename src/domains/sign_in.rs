@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::auth::MAX_FREE_FORM_BYTES;
-use super::fits_serialized;
+use super::within_free_form_limit;
 use crate::backend::auth_server::{AuthServer, SignInAnswer};
 use crate::error::{Error, Result};
 use crate::session::gate::Gate;
@@ -69,21 +68,8 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     }
 }
 
-/// Refuses a param over [`MAX_FREE_FORM_BYTES`] (as JSON), naming it, never quoting it.
-fn capped(field: &str, value: &impl Serialize) -> Result<()> {
-    match fits_serialized(value, MAX_FREE_FORM_BYTES) {
-        true => Ok(()),
-        false => Err(Error::invalid_params(
-            field,
-            format!("`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} bytes (64 KiB)"),
-        )),
-    }
-}
-
 fn auth_server(auth: Option<&AuthServer>) -> Result<&AuthServer> {
-    auth.ok_or_else(|| {
-        Error::Unavailable("no auth server configured: set CORE_SIDECAR_AUTH_URL".into())
-    })
+    auth.ok_or_else(Error::no_auth_server)
 }
 
 /// A request body: what auth-js sends, built member by member. Zeroed when dropped, since a
@@ -220,7 +206,7 @@ pub async fn sign_up(
     let auth = auth_server(auth)?;
     let who = identity(&params.email, &params.phone)?;
     required("password", &params.password)?;
-    capped("data", &params.data)?;
+    within_free_form_limit("data", &params.data)?;
     let data = Value::Object(params.data.clone().unwrap_or_default());
     let (kind, redirect_to) = match who {
         Identity::Email(_) => (Some(FlowKind::SignUp), params.redirect_to.as_deref()),
@@ -340,7 +326,7 @@ pub async fn sign_in_with_otp(
 ) -> Result<Sent> {
     let auth = auth_server(auth)?;
     let who = identity(&params.email, &params.phone)?;
-    capped("data", &params.data)?;
+    within_free_form_limit("data", &params.data)?;
     let data = Value::Object(params.data.clone().unwrap_or_default());
     let (kind, redirect_to) = match who {
         Identity::Email(_) => (Some(FlowKind::Otp), params.redirect_to.as_deref()),
@@ -530,7 +516,7 @@ pub async fn sign_in_with_oauth(
 ) -> Result<OAuthUrl> {
     let auth = auth_server(auth)?;
     let provider = required("provider", &params.provider)?;
-    capped("query_params", &params.query_params)?;
+    within_free_form_limit("query_params", &params.query_params)?;
     let challenge = sessions.start_flow(FlowKind::Oauth).await?;
     let mut query = vec![("provider", provider)];
     if let Some(to) = nonempty(&params.redirect_to) {
@@ -679,7 +665,7 @@ pub async fn update_user(
     params: UpdateUserParams,
 ) -> Result<UpdatedUser> {
     let auth = auth_server(auth)?;
-    capped("data", &params.data)?;
+    within_free_form_limit("data", &params.data)?;
     let mut body = Body::new();
     if let Some(email) = &params.email {
         body = body.with("email", json!(email));

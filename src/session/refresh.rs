@@ -40,8 +40,6 @@ pub const GATE_THRESHOLD_S: i64 = 60;
 /// Fatally rejected refresh tokens remembered, so none is sent twice.
 const REJECTED_KEPT: usize = 16;
 
-const NO_AUTH_SERVER: &str = "no auth server configured: set CORE_SIDECAR_AUTH_URL";
-
 type SharedRefresh = Shared<BoxFuture<'static, Result<Arc<Session>>>>;
 
 /// A refresh under way: the session it started from and its shared result.
@@ -207,7 +205,7 @@ impl Refresher {
     /// session signed out meanwhile, by any process.
     async fn run(&self, used: &Arc<Session>) -> Result<Arc<Session>> {
         let Some(endpoint) = &self.endpoint else {
-            return Err(Error::Unavailable(NO_AUTH_SERVER.into()));
+            return Err(Error::no_auth_server());
         };
         let Some(refresh_token) = used.refresh_token.clone() else {
             return Err(Error::auth_expired(

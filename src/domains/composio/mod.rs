@@ -35,7 +35,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::NoParams;
+use super::{NoParams, within_free_form_limit};
 use crate::backend::BackendClient;
 use crate::error::{Error, Result};
 
@@ -269,10 +269,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The most a free-form object param (`arguments`, `triggerConfig`) may take, serialized as
-/// compact JSON: the same 64 KiB cap as the free-form params of `auth_store_session`.
-const MAX_FREE_FORM_BYTES: usize = crate::domains::auth::MAX_FREE_FORM_BYTES;
-
 /// An id sent as one path segment (`/triggers/{triggerId}`): a [`required`] param that holds
 /// no `/` or `\` and is not `.` or `..` (which would reach another route), escaped.
 fn segment(field: &str, value: &str) -> Result<String> {
@@ -314,21 +310,6 @@ fn with_query(path: String, pairs: &[(&str, Option<String>)]) -> String {
     url
 }
 
-/// Refuses a free-form object over [`MAX_FREE_FORM_BYTES`] as compact JSON, naming it (never
-/// quoting it).
-fn free_form(field: &str, value: &Map<String, Value>) -> Result<()> {
-    if !super::fits_serialized(value, MAX_FREE_FORM_BYTES) {
-        return Err(Error::invalid_params(
-            field,
-            format!(
-                "`{field}` is larger than the limit of {MAX_FREE_FORM_BYTES} bytes serialized \
-                 as JSON (64 KiB)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 // The submodules' params checks, run while params are parsed (so a bad value is `invalid
 // params` before the gate) and again by the domain functions.
 
@@ -367,13 +348,13 @@ fn segment_param<'de, D: Deserializer<'de>>(
     Ok(value.trim().to_string())
 }
 
-/// A free-form object param (see [`free_form`]).
+/// A free-form object param, within the shared cap ([`within_free_form_limit`]).
 fn free_form_param<'de, D: Deserializer<'de>>(
     d: D,
     field: &str,
 ) -> std::result::Result<Map<String, Value>, D::Error> {
     let value = Map::deserialize(d)?;
-    free_form(field, &value).map_err(param_error::<D>)?;
+    within_free_form_limit(field, &value).map_err(param_error::<D>)?;
     Ok(value)
 }
 
@@ -384,7 +365,7 @@ fn optional_free_form_param<'de, D: Deserializer<'de>>(
 ) -> std::result::Result<Option<Map<String, Value>>, D::Error> {
     let value = Option::<Map<String, Value>>::deserialize(d)?;
     if let Some(value) = &value {
-        free_form(field, value).map_err(param_error::<D>)?;
+        within_free_form_limit(field, value).map_err(param_error::<D>)?;
     }
     Ok(value)
 }

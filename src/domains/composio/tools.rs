@@ -12,10 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    BASE, CONTROL_CHARS, MAX_PARAM_CHARS, free_form, free_form_param, non_blank, param_error,
-    query_value, required, text_param, with_query,
+    BASE, CONTROL_CHARS, MAX_PARAM_CHARS, free_form_param, non_blank, param_error, query_value,
+    required, text_param, with_query,
 };
 use crate::backend::BackendClient;
+use crate::domains::within_free_form_limit;
 use crate::error::{Error, Result};
 
 /// Most toolkit slugs `composio_list_tools` takes at once.
@@ -145,7 +146,7 @@ pub async fn list(api: BackendClient, params: ListToolsParams) -> Result<ToolLis
 /// backend 401 is retried, by the gate, after a refresh.
 pub async fn execute(api: BackendClient, params: ExecuteParams) -> Result<Execution> {
     let tool = required("tool", &params.tool)?;
-    free_form("arguments", &params.arguments)?;
+    within_free_form_limit("arguments", &params.arguments)?;
     api.post(
         &format!("{BASE}/execute"),
         &serde_json::json!({ "tool": tool, "arguments": params.arguments }),
@@ -268,7 +269,7 @@ mod tests {
             assert!(parse(bad.clone()).is_err(), "{bad}");
         }
         // 64 KiB as compact JSON: `{"k":"…"}` is 8 bytes plus the string.
-        let limit = super::super::MAX_FREE_FORM_BYTES;
+        let limit = crate::domains::auth::MAX_FREE_FORM_BYTES;
         let fits = json!({"tool": "X", "arguments": {"k": "x".repeat(limit - 8)}});
         assert!(parse(fits).is_ok());
         let over = json!({"tool": "X", "arguments": {"k": "x".repeat(limit - 7)}});

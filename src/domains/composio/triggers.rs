@@ -6,11 +6,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    BASE, CONTROL_CHARS, Deleted, MAX_PARAM_CHARS, free_form, non_blank, normalize_deleted,
+    BASE, CONTROL_CHARS, Deleted, MAX_PARAM_CHARS, non_blank, normalize_deleted,
     optional_free_form_param, optional_text_param, query_value, required, segment, segment_param,
     text_param, with_query,
 };
 use crate::backend::BackendClient;
+use crate::domains::within_free_form_limit;
 use crate::error::Result;
 
 /// The control characters, `/` or `\`, as a JSON Schema pattern.
@@ -268,7 +269,7 @@ pub async fn enable(api: BackendClient, params: EnableTriggerParams) -> Result<E
     );
     body.insert("slug".into(), required("slug", &params.slug)?.into());
     if let Some(config) = params.trigger_config {
-        free_form("triggerConfig", &config)?;
+        within_free_form_limit("triggerConfig", &config)?;
         body.insert("triggerConfig".into(), Value::Object(config));
     }
     api.post(&format!("{BASE}/triggers"), &body).await
@@ -403,7 +404,7 @@ mod tests {
             p.trigger_config,
             Some(json!({"a": 1}).as_object().unwrap().clone())
         );
-        let limit = super::super::MAX_FREE_FORM_BYTES;
+        let limit = crate::domains::auth::MAX_FREE_FORM_BYTES;
         let over =
             json!({"connectionId": "c", "slug": "S", "triggerConfig": {"k": "x".repeat(limit)}});
         let err = enable(over).unwrap_err().to_string();
