@@ -226,10 +226,7 @@ impl AuthServer {
         if !answer.status.is_success() {
             return Err(classify_answer(Endpoint::User, &answer));
         }
-        match serde_json::from_slice::<Value>(&answer.body) {
-            Ok(user @ Value::Object(_)) => Ok(user),
-            _ => Err(malformed(answer.status)),
-        }
+        user_in(&answer)
     }
 
     /// `POST /logout?scope=`. 401, 403 and 404 mean the session is already gone there.
@@ -279,10 +276,7 @@ impl AuthServer {
         if !answer.status.is_success() {
             return Err(classify_answer(Endpoint::UpdateUser, &answer));
         }
-        match serde_json::from_slice::<Value>(&answer.body) {
-            Ok(user @ Value::Object(_)) => Ok(user),
-            _ => Err(malformed(answer.status)),
-        }
+        user_in(&answer)
     }
 
     /// `{AUTH_URL}/authorize?...` for `provider`: what the browser opens to sign in with a
@@ -344,6 +338,14 @@ fn classify_answer(endpoint: Endpoint, answer: &Answer) -> Error {
         &answer.headers,
         &String::from_utf8_lossy(&answer.body),
     )
+}
+
+/// The user object an answer of `/user` carries.
+fn user_in(answer: &Answer) -> Result<Value> {
+    match serde_json::from_slice::<Value>(&answer.body) {
+        Ok(user @ Value::Object(_)) => Ok(user),
+        _ => Err(malformed(answer.status)),
+    }
 }
 
 fn malformed(status: StatusCode) -> Error {

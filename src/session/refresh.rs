@@ -248,7 +248,7 @@ impl Refresher {
             }
             Err(error) => return Err(error),
         };
-        let next = refreshed_session(issued, used)?;
+        let next = issued_session(issued, Some(used))?;
         let committed = self
             .sessions
             .replace_owned(&owned, used, next, Some(AuthEvent::TokenRefreshed))
@@ -397,10 +397,6 @@ fn is_fatal(error: &Error) -> bool {
             ..
         }
     )
-}
-
-fn refreshed_session(issued: IssuedSession, used: &Session) -> Result<Session> {
-    issued_session(issued, Some(used))
 }
 
 /// The session the auth server issued (a refresh, a sign-in). What it left out (a refresh
@@ -814,7 +810,7 @@ mod tests {
         let used = session("old-access-token", 10);
         let mut fresh = issued(1);
         fresh.refresh_token = None;
-        let next = refreshed_session(fresh, &used).unwrap();
+        let next = issued_session(fresh, Some(&used)).unwrap();
         assert_eq!(next.refresh_token, used.refresh_token);
         assert_eq!(next.user, used.user);
         assert!(next.expires_at.unwrap() > unix_now() + 3000);
