@@ -7,7 +7,7 @@
 //! Each registration also says what the contract says about the method: its summary (and a
 //! description when there is more to say), its class, and the errors it adds to its class's.
 //! The registration helpers capture the params and result types, so the same table yields
-//! both the jsonrpsee module ([`methods`]) and the [`MethodSpec`]s the OpenRPC document is
+//! both the transport's method table ([`methods`]) and the [`MethodSpec`]s the OpenRPC document is
 //! generated from ([`method_specs`], [`crate::schema`]).
 //!
 //! Adding a gated method is a domain function over typed params and result (deriving
@@ -17,8 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 
-use jsonrpsee::RpcModule;
-use jsonrpsee::types::{ErrorObjectOwned, Params};
+use futures::FutureExt;
+use jsonrpsee::types::ErrorObjectOwned;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +31,7 @@ use crate::error::ErrorKind::{
     AuthExpired, AuthFailed, Backend, RateLimited, Storage, Unavailable,
 };
 use crate::error::{Error, Result};
+use crate::rpc::Methods;
 use crate::schema::{self, Access, MethodSpec};
 use crate::session::Sessions;
 use crate::session::gate::Gate;
@@ -390,15 +391,18 @@ async fn initialize(app: &App, params: core::InitializeParams) -> Result<core::I
 }
 
 /// Builds the method table.
-pub fn methods(app: App) -> RpcModule<App> {
+pub fn methods(app: App) -> Methods {
     let test_hooks = app.test_hooks;
-    let mut module = RpcModule::new(app);
+    let mut module = Registry {
+        app: Arc::new(app),
+        methods: Methods::new(),
+    };
     declare(&mut Table {
         module: Some(&mut module),
         test_hooks,
         specs: Vec::new(),
     });
-    module
+    module.methods
 }
 
 /// The session methods: every public method, which the transport admits past its in-flight
@@ -446,13 +450,21 @@ pub fn openrpc() -> &'static Value {
 }
 
 /// The names of every registered method (test hooks included when enabled).
-pub fn method_names(module: &RpcModule<App>) -> Vec<&'static str> {
-    module.method_names().collect()
+pub fn method_names(module: &Methods) -> Vec<&'static str> {
+    let mut names: Vec<_> = module.names().collect();
+    names.sort_unstable();
+    names
 }
 
-/// The table being declared: the jsonrpsee module when one is being built, and the specs.
+/// The method table being built, and the app its handlers share.
+struct Registry {
+    app: Arc<App>,
+    methods: Methods,
+}
+
+/// The table being declared: the method table when one is being built, and the specs.
 struct Table<'a> {
-    module: Option<&'a mut RpcModule<App>>,
+    module: Option<&'a mut Registry>,
     test_hooks: bool,
     specs: Vec<MethodSpec>,
 }
@@ -542,44 +554,45 @@ impl Table<'_> {
     }
 }
 
-fn public_sync<P, R>(m: &mut RpcModule<App>, name: &'static str, f: fn(&App, P) -> Result<R>)
+fn public_sync<P, R>(m: &mut Registry, name: &'static str, f: fn(&App, P) -> Result<R>)
 where
     P: DeserializeOwned + 'static,
     R: Serialize + Clone + 'static,
 {
-    m.register_method(name, move |params, app, _| {
-        parse_params(&params)
-            .and_then(|params| f(app, params))
-            .map_err(|error| to_wire(app, name, error))
-    })
-    .expect("method names are unique");
+    let app = m.app.clone();
+    m.methods.add_sync(name, move |params| {
+        parse_params(params)
+            .and_then(|params| f(&app, params))
+            .and_then(|result| result_text(&result))
+            .map_err(|error| to_wire(&app, name, error))
+    });
 }
 
-fn public<P, R, F, Fut>(m: &mut RpcModule<App>, name: &'static str, f: F)
+fn public<P, R, F, Fut>(m: &mut Registry, name: &'static str, f: F)
 where
     P: DeserializeOwned + Send + 'static,
     R: Serialize + Clone + Send + 'static,
     F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
-    m.register_async_method(name, move |params, app, _| {
+    let app = m.app.clone();
+    m.methods.add_async(name, move |params| {
+        let app = app.clone();
+        let params = match parse_params(params) {
+            Ok(params) => params,
+            Err(error) => return futures::future::ready(Err(to_wire(&app, name, error))).boxed(),
+        };
         let f = f.clone();
-        async move {
-            let params = match parse_params(&params) {
-                Ok(params) => params,
-                Err(error) => return Err(to_wire(&app, name, error)),
-            };
-            // The call's scope (its method, its last upstream answer) goes into the task
-            // with it, so its upstream calls log the method and its error is tagged.
-            let work = telemetry::in_call(name, async move {
-                f(app.clone(), params)
-                    .await
-                    .map_err(|error| to_wire(&app, name, error))
-            });
-            to_the_end(work).await
-        }
-    })
-    .expect("method names are unique");
+        // The call's scope (its method, its last upstream answer) goes into the task with
+        // it, so its upstream calls log the method and its error is tagged.
+        let work = telemetry::in_call(name, async move {
+            f(app.clone(), params)
+                .await
+                .and_then(|result| result_text(&result))
+                .map_err(|error| to_wire(&app, name, error))
+        });
+        to_the_end(work).boxed()
+    });
 }
 
 /// Runs `work` to its end even if the request is dropped (the shell cancelled it, see
@@ -603,23 +616,36 @@ async fn to_the_end<T: Send + 'static>(work: impl Future<Output = T> + Send + 's
     }
 }
 
-fn gated<P, R, F, Fut>(m: &mut RpcModule<App>, name: &'static str, f: F)
+fn gated<P, R, F, Fut>(m: &mut Registry, name: &'static str, f: F)
 where
     P: DeserializeOwned + Clone + Send + Sync + 'static,
-    R: Serialize + Clone + Send + 'static,
+    R: Serialize + Send + 'static,
     F: Fn(BackendClient, P) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
-    m.register_async_method(name, move |params, app, _| {
+    let app = m.app.clone();
+    m.methods.add_async(name, move |params| {
+        let app = app.clone();
+        // Params are read before the gate: a bad one is `invalid_params` even without a
+        // session.
+        let params = parse_params::<P>(params);
         telemetry::in_call(name, async move {
-            let result = match parse_params::<P>(&params) {
+            let result = match params {
                 Ok(params) => app.gate.call(|api| f(api, params.clone())).await,
                 Err(error) => Err(error),
             };
-            result.map_err(|error| to_wire(&app, name, error))
+            result
+                .and_then(|result| result_text(&result))
+                .map_err(|error| to_wire(&app, name, error))
         })
-    })
-    .expect("method names are unique");
+        .boxed()
+    });
+}
+
+/// A handler's result as the JSON text of the response's `result`.
+fn result_text<R: Serialize>(result: &R) -> Result<String> {
+    serde_json::to_string(result)
+        .map_err(|e| Error::Internal(format!("serializing a method's result: {e}")))
 }
 
 /// The JSON-RPC boundary: the one place an [`Error`] becomes a wire error. Every handler
@@ -634,8 +660,8 @@ fn to_wire(app: &App, method: &str, error: Error) -> ErrorObjectOwned {
 
 /// Params are by name. Absent params and `[]` mean "none"; errors name the field and what
 /// was expected, never the value that was sent (see [`without_values`]).
-fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
-    let raw = match params.as_str().map(str::trim) {
+fn parse_params<P: DeserializeOwned>(params: Option<&str>) -> Result<P> {
+    let raw = match params.map(str::trim) {
         None | Some("[]") => "{}",
         Some(raw) if raw.starts_with('[') => {
             return Err(Error::invalid_params(
@@ -645,6 +671,11 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P> {
         }
         Some(raw) => raw,
     };
+    // The plain read first; only a failure is read again, with path tracking, to name the
+    // field (tracking costs as much as the read, and params that fit are the rule).
+    if let Ok(params) = serde_json::from_str(raw) {
+        return Ok(params);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let message = without_values(&without_position(e.inner()));
@@ -757,8 +788,7 @@ mod parse_params_tests {
     }
 
     fn error(raw: &str) -> Error {
-        let params = Params::new(Some(raw));
-        parse_params::<Probe>(&params).expect_err(raw)
+        parse_params::<Probe>(Some(raw)).expect_err(raw)
     }
 
     #[test]
@@ -838,7 +868,7 @@ mod parse_params_tests {
     }
 
     fn error_of<P: DeserializeOwned + std::fmt::Debug>(raw: &str) -> Error {
-        parse_params::<P>(&Params::new(Some(raw))).expect_err(raw)
+        parse_params::<P>(Some(raw)).expect_err(raw)
     }
 
     #[test]

@@ -73,7 +73,34 @@ pub const UNAUTHORIZED_MESSAGE: &str = "the backend rejected the session token (
 #[derive(Clone)]
 pub struct Backend {
     upstream: Upstream,
-    base_url: Option<Arc<str>>,
+    base_url: Option<Arc<Base>>,
+}
+
+/// The backend's base URL, parsed once: requests are joined onto it.
+struct Base {
+    url: reqwest::Url,
+}
+
+impl Base {
+    /// `{base}{path}` (`path` may carry a query). Joined as a path-absolute reference onto
+    /// the parsed base: the same URL as parsing the whole text, without parsing the host
+    /// again (a third of the URL work of a gated call). The result is checked to stay on the
+    /// base's origin.
+    fn request_url(&self, path: &str) -> Result<reqwest::Url> {
+        let base_path = self.url.path().trim_end_matches('/');
+        let separator = if path.starts_with('/') { "" } else { "/" };
+        let target = format!("{base_path}{separator}{path}");
+        let url = self
+            .url
+            .join(&target)
+            .map_err(|e| Error::Internal(format!("building a backend URL: {e}")))?;
+        if target.starts_with("//") || url.origin() != self.url.origin() {
+            return Err(Error::Internal(
+                "building a backend URL: the path names another host".into(),
+            ));
+        }
+        Ok(url)
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -91,7 +118,11 @@ impl Backend {
     /// only when the HTTP client cannot be built (no TLS roots, say).
     pub fn new(base_url: Option<BaseUrl>, timeout: Duration) -> Result<Self> {
         let http = upstream::client(timeout)?;
-        let base_url = base_url.map(|url| Arc::from(url.as_prefix()));
+        let base_url = base_url.map(|url| {
+            Arc::new(Base {
+                url: url.as_url().clone(),
+            })
+        });
         Ok(Self {
             upstream: Upstream::new(BACKEND, http, timeout, MAX_BODY_BYTES),
             base_url,
@@ -186,11 +217,7 @@ impl BackendClient {
                 "the stored session token is not a valid HTTP header value",
             ));
         };
-        let url = if path.starts_with('/') {
-            format!("{base}{path}")
-        } else {
-            format!("{base}/{path}")
-        };
+        let url = base.request_url(path)?;
         let upstream = &self.backend.upstream;
         let mut request = upstream
             .http()
@@ -722,12 +749,49 @@ mod tests {
     }
 
     #[test]
-    fn the_base_url_is_the_configured_prefix() {
+    fn request_urls_go_after_the_configured_base() {
         // Validation happens when the configuration is parsed (`config::BaseUrl`).
         let t = Duration::from_secs(1);
         assert!(!Backend::new(None, t).unwrap().is_configured());
-        let b = Backend::new(Some("http://127.0.0.1:9/api/".parse().unwrap()), t).unwrap();
-        assert_eq!(b.base_url.as_deref(), Some("http://127.0.0.1:9/api"));
+        for (base, path, url) in [
+            (
+                "http://127.0.0.1:9/api/",
+                "/x/y",
+                "http://127.0.0.1:9/api/x/y",
+            ),
+            (
+                "http://127.0.0.1:9/api",
+                "x?a=1&b=%20",
+                "http://127.0.0.1:9/api/x?a=1&b=%20",
+            ),
+            (
+                "http://127.0.0.1:9",
+                "/c/a%2Fb",
+                "http://127.0.0.1:9/c/a%2Fb",
+            ),
+            (
+                "https://api.example.com/v1/",
+                "/c d",
+                "https://api.example.com/v1/c%20d",
+            ),
+        ] {
+            let b = Backend::new(Some(base.parse().unwrap()), t).unwrap();
+            let base = b.base_url.as_ref().unwrap();
+            assert_eq!(base.request_url(path).unwrap().as_str(), url, "{path}");
+            // The same URL as parsing the whole text.
+            let whole = format!(
+                "{}{}{path}",
+                base.url.as_str().trim_end_matches('/'),
+                if path.starts_with('/') { "" } else { "/" }
+            );
+            assert_eq!(reqwest::Url::parse(&whole).unwrap().as_str(), url);
+        }
+        let b = Backend::new(Some("http://127.0.0.1:9".parse().unwrap()), t).unwrap();
+        let base = b.base_url.as_ref().unwrap();
+        assert!(
+            base.request_url("//evil.example/x").is_err(),
+            "never another host"
+        );
     }
 
     #[test]

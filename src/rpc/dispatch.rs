@@ -32,12 +32,12 @@ use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use jsonrpsee::core::server::{MethodCallback, MethodResponse, Methods};
-use jsonrpsee::types::{Id, Params};
-use jsonrpsee::{ConnectionId, Extensions};
+use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
+
+use super::methods::{Answer, Handler, Methods};
 
 /// What a line produced: a reply ready now (or nothing, for notifications), or one that
 /// needs the runtime.
@@ -66,8 +66,6 @@ const PARSE_ERROR: &str =
 const INVALID_REQUEST: &str =
     r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid request"}}"#;
 const LINE_TOO_LONG: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid request: line exceeds the length limit"}}"#;
-/// What jsonrpsee writes in front of every response when called with `Id::Null`.
-const NULL_ID_PREFIX: &str = r#"{"jsonrpc":"2.0","id":null"#;
 const RESPONSE_HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
 
 pub fn line_too_long() -> String {
@@ -94,16 +92,14 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 pub struct Dispatcher {
     methods: Methods,
-    max_response: usize,
     /// The pending requests a `$/cancelRequest` can end.
     pending: Pending,
 }
 
 impl Dispatcher {
-    pub fn new(methods: impl Into<Methods>) -> Self {
+    pub fn new(methods: Methods) -> Self {
         Self {
-            methods: methods.into(),
-            max_response: u32::MAX as usize,
+            methods,
             pending: Pending::default(),
         }
     }
@@ -220,43 +216,33 @@ impl Dispatcher {
             // A notification; sent with an id, it is answered `null` once it has cancelled.
             return Reply::Now(id.map(|id| format!(r#"{RESPONSE_HEAD}{id},"result":null}}"#)));
         }
-        let Some(callback) = self.methods.method(&request.method) else {
+        let Some(handler) = self.methods.get(&request.method) else {
             return Reply::Now(id.map(|id| method_not_found(&id)));
         };
         let params = request.params.map(RawValue::get);
-        match callback {
-            MethodCallback::Sync(method) => {
-                let method = method.clone();
-                let response = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    method(
-                        Id::Null,
-                        Params::new(params),
-                        self.max_response,
-                        Extensions::new(),
-                    )
-                }));
-                Reply::Now(id.map(|id| finish(&id, response.ok())))
+        match handler {
+            Handler::Sync(method) => {
+                let answer = std::panic::catch_unwind(AssertUnwindSafe(|| method(params)));
+                Reply::Now(id.map(|id| answer_line(&id, answer.ok())))
             }
-            MethodCallback::Async(method) => {
+            Handler::Async(method) => {
                 let ticket = match (gate.admit)(&request.method) {
                     Admit::Run(ticket) => ticket,
                     Admit::Refuse(bound) => return Reply::Now(id.map(|id| refused(&id, bound))),
                 };
-                let params = Params::new(params).into_owned();
-                let future = method(
-                    Id::Null,
-                    params,
-                    ConnectionId(0),
-                    self.max_response,
-                    Extensions::new(),
-                );
+                // Reading the params happens here, inside the catch: a panic there is a
+                // -32603 like any other.
+                let future = std::panic::catch_unwind(AssertUnwindSafe(|| method(params)));
+                let Ok(future) = future else {
+                    return Reply::Now(id.map(|id| internal_error(&id)));
+                };
                 // The id as sent, for a cancelled answer, and as a cancel names it.
                 let tracked = request
                     .id
                     .and_then(|raw| IdKey::of(raw).map(|key| (key, raw.get().to_owned())));
                 let mut future = AssertUnwindSafe(future)
                     .catch_unwind()
-                    .map(move |response| id.map(|id| finish(&id, response.ok())))
+                    .map(move |answer| id.map(|id| answer_line(&id, answer.ok())))
                     .boxed();
                 if gate.poll
                     && let Poll::Ready(reply) = poll_once(&mut future)
@@ -268,10 +254,6 @@ impl Dispatcher {
                     Some((key, id)) => Reply::Later(self.pending.track(key, id, future)),
                     None => Reply::Later(future),
                 }
-            }
-            // No subscriptions are registered: a stdio sidecar pushes notifications instead.
-            MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
-                Reply::Now(id.map(|id| method_not_found(&id)))
             }
         }
     }
@@ -504,44 +486,29 @@ fn internal_error(id: &str) -> String {
     )
 }
 
-/// Puts the client's id into jsonrpsee's response (made with `id: null`); a handler that
-/// panicked (`None`) becomes -32603 for that request only.
-fn finish(id: &str, response: Option<MethodResponse>) -> String {
-    let Some(response) = response else {
-        return internal_error(id);
+/// The response line for a handler's answer, with the client's id as it was sent; a handler
+/// that panicked (`None`) becomes -32603 for that request only.
+fn answer_line(id: &str, answer: Option<Answer>) -> String {
+    let (member, body) = match answer {
+        Some(Ok(result)) => (r#","result":"#, result),
+        Some(Err(error)) => match error_text(&error) {
+            Some(text) => (r#","error":"#, text),
+            None => return internal_error(id),
+        },
+        None => return internal_error(id),
     };
-    let json = response.as_json().get();
-    match json.strip_prefix(NULL_ID_PREFIX) {
-        Some(rest) => {
-            let mut line = String::with_capacity(RESPONSE_HEAD.len() + id.len() + rest.len());
-            line.push_str(RESPONSE_HEAD);
-            line.push_str(id);
-            line.push_str(rest);
-            line
-        }
-        None => splice_id_slow(json, id),
-    }
-}
-
-/// Fallback should jsonrpsee ever change its field order.
-fn splice_id_slow(json: &str, id: &str) -> String {
-    let Ok(mut value) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
-    else {
-        return internal_error(id);
-    };
-    let Ok(id) = serde_json::from_str::<Box<RawValue>>(id) else {
-        return internal_error("null");
-    };
-    value.remove("id");
-    let mut line = format!(r#"{RESPONSE_HEAD}{}"#, id.get());
-    for (key, val) in value.iter().filter(|(k, _)| k.as_str() != "jsonrpc") {
-        line.push(',');
-        line.push_str(&serde_json::to_string(key).unwrap_or_default());
-        line.push(':');
-        line.push_str(&val.to_string());
-    }
+    let mut line =
+        String::with_capacity(RESPONSE_HEAD.len() + id.len() + member.len() + body.len() + 1);
+    line.push_str(RESPONSE_HEAD);
+    line.push_str(id);
+    line.push_str(member);
+    line.push_str(&body);
     line.push('}');
     line
+}
+
+fn error_text(error: &ErrorObjectOwned) -> Option<String> {
+    serde_json::to_string(error).ok()
 }
 
 /// A batch's responses as one array; a batch of only notifications writes nothing.
@@ -564,21 +531,18 @@ fn join_batch(lines: impl Iterator<Item = String>) -> Option<String> {
 mod tests {
     use std::time::Duration;
 
-    use jsonrpsee::RpcModule;
-
     use super::*;
 
     fn dispatcher() -> Dispatcher {
-        let mut module = RpcModule::new(());
-        module
-            .register_method("ping", |_, _, _| "pong")
-            .expect("unique");
-        module
-            .register_async_method("nap", |_, _, _| async {
+        let mut module = Methods::new();
+        module.add_sync("ping", |_| Ok(r#""pong""#.into()));
+        module.add_async("nap", |_| {
+            async {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                "rested"
-            })
-            .expect("unique");
+                Ok(r#""rested""#.into())
+            }
+            .boxed()
+        });
         Dispatcher::new(module)
     }
 
@@ -627,16 +591,17 @@ mod tests {
             }
         }
         let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut module = RpcModule::new(dropped.clone());
-        module
-            .register_async_method("hang", |_, dropped, _| async move {
-                let _guard = Dropped((*dropped).clone());
-                std::future::pending::<()>().await;
-            })
-            .expect("unique");
-        module
-            .register_method("ping", |_, _, _| "pong")
-            .expect("unique");
+        let mut module = Methods::new();
+        let counter = dropped.clone();
+        module.add_async("hang", move |_| {
+            let guard = Dropped(counter.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending().await
+            }
+            .boxed()
+        });
+        module.add_sync("ping", |_| Ok(r#""pong""#.into()));
         (Dispatcher::new(module), dropped)
     }
 

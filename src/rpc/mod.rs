@@ -59,6 +59,7 @@ mod dispatch;
 mod framing;
 pub mod hangup;
 mod input;
+mod methods;
 mod outbox;
 pub mod stdio;
 
@@ -70,6 +71,7 @@ use tokio::sync::Semaphore;
 pub use dispatch::{Admit, Dispatcher, Reply, Ticket};
 pub use framing::{Frame, LineReader};
 pub use input::Input;
+pub use methods::{Answer, AsyncHandler, Handler, Methods, SyncHandler};
 pub use outbox::Outbox;
 
 use framing::{Framer, Step};
@@ -232,7 +234,7 @@ pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use jsonrpsee::RpcModule;
+    use futures::FutureExt;
     use serde_json::Value;
 
     use super::*;
@@ -278,21 +280,18 @@ pub(crate) mod tests {
 
     /// `ping` (sync), `later` (async, done after 1 ms), `hang` (async, never done; stands for
     /// a call hanging on an upstream) and `local` (async, never done, but listed as local).
-    fn module() -> RpcModule<()> {
-        let mut module = RpcModule::new(());
-        module.register_method("ping", |_, _, _| "pong").unwrap();
-        module
-            .register_async_method("later", |_, _, _| async {
+    fn module() -> Methods {
+        let mut module = Methods::new();
+        module.add_sync("ping", |_| Ok(r#""pong""#.into()));
+        module.add_async("later", |_| {
+            async {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                "done"
-            })
-            .unwrap();
-        module
-            .register_async_method("hang", |_, _, _| std::future::pending::<()>())
-            .unwrap();
-        module
-            .register_async_method("local", |_, _, _| std::future::pending::<()>())
-            .unwrap();
+                Ok(r#""done""#.into())
+            }
+            .boxed()
+        });
+        module.add_async("hang", |_| std::future::pending().boxed());
+        module.add_async("local", |_| std::future::pending().boxed());
         module
     }
 
@@ -458,10 +457,8 @@ pub(crate) mod tests {
     /// A request done on its first poll on the reader thread takes no slot, even at the bound.
     #[tokio::test(start_paused = true)]
     async fn a_request_done_on_its_first_poll_frees_its_slot_at_once() {
-        let mut module = RpcModule::new(());
-        module
-            .register_async_method("ready", |_, _, _| async { "ready" })
-            .unwrap();
+        let mut module = Methods::new();
+        module.add_async("ready", |_| async { Ok(r#""ready""#.into()) }.boxed());
         let dispatcher = Dispatcher::new(module);
         let in_flight = InFlight::new(1);
         let mut admit = |_: &str| in_flight.admit(false);

@@ -25,6 +25,7 @@
 //! Anything that cannot be normalized or decoded is a malformed backend answer (reported to
 //! Sentry).
 
+mod connections;
 pub mod github;
 pub mod tools;
 pub mod triggers;
@@ -174,8 +175,8 @@ pub async fn list_toolkits(api: BackendClient, _: NoParams) -> Result<ToolkitLis
 
 /// `GET /agent-integrations/composio/connections`.
 pub async fn list_connections(api: BackendClient, _: NoParams) -> Result<ConnectionList> {
-    let data: Value = api.get(&format!("{BASE}/connections")).await?;
-    normalize_connections(data)
+    let data: connections::RawList = api.get(&format!("{BASE}/connections")).await?;
+    connections::normalize(data)
 }
 
 /// `POST /agent-integrations/composio/authorize` with `{toolkit}`: starts an OAuth
@@ -434,43 +435,6 @@ fn normalize_toolkits(data: Value) -> Result<ToolkitList> {
     Ok(ToolkitList { toolkits })
 }
 
-fn normalize_connection(i: usize, item: &Value) -> Result<Connection> {
-    let Value::Object(object) = item else {
-        return Err(malformed(format!("connections[{i}] is not an object")));
-    };
-    let id = first_text(object, &["id", "connectionId", "connection_id", "nanoid"])
-        .ok_or_else(|| malformed(format!("connections[{i}] has no id")))?;
-    let toolkit = [
-        "toolkit",
-        "toolkitSlug",
-        "toolkit_slug",
-        "appName",
-        "app_name",
-        "app",
-    ]
-    .iter()
-    .find_map(|k| object.get(*k).and_then(toolkit_name))
-    .ok_or_else(|| malformed(format!("connections[{i}] has no toolkit")))?;
-    let status = first_text(object, &["status"]).unwrap_or_else(|| "unknown".to_string());
-    let created_at = first_text(object, &["createdAt", "created_at"]);
-    Ok(Connection {
-        id,
-        toolkit,
-        status,
-        created_at,
-    })
-}
-
-fn normalize_connections(data: Value) -> Result<ConnectionList> {
-    let items = list_in(data, &["connections", "items"], "connections")?;
-    let connections = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| normalize_connection(i, item))
-        .collect::<Result<_>>()?;
-    Ok(ConnectionList { connections })
-}
-
 fn normalize_authorization(data: Value) -> Result<Authorization> {
     let Value::Object(object) = data else {
         return Err(malformed("authorize data is not an object"));
@@ -545,6 +509,10 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn normalize_connections(data: Value) -> Result<ConnectionList> {
+        connections::normalize(serde_json::from_str(&data.to_string()).unwrap())
     }
 
     #[test]
