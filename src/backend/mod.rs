@@ -228,12 +228,39 @@ impl BackendClient {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         let answer = upstream.send(request).await?;
+        if answer.status.is_success()
+            && let Some(data) = plain_data(&answer.body)
+        {
+            return Ok(data);
+        }
         let retry_after = answer
             .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
         let data = envelope_data(answer.status, retry_after, &answer.body, SystemTime::now())?;
         decode_data(answer.status.as_u16(), data)
+    }
+}
+
+/// The usual answer, `{"success": true, "data": ...}` with `data` fitting `T`, read in one
+/// pass. `None` for anything else, which [`envelope_data`] and [`decode_data`] then read (and
+/// explain) the long way: the same result for every answer this takes.
+fn plain_data<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Plain<T> {
+        success: bool,
+        data: T,
+    }
+    // A struct would also read an array (by position): only an object is an envelope.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    match serde_json::from_slice::<Plain<T>>(body) {
+        Ok(Plain {
+            success: true,
+            data,
+        }) => Some(data),
+        _ => None,
     }
 }
 
@@ -688,6 +715,49 @@ mod tests {
             .unwrap(),
             json!({"a": 1})
         );
+    }
+
+    /// The one-pass reading agrees with the long way wherever it answers.
+    #[test]
+    fn the_plain_reading_takes_only_what_the_long_way_reads_the_same() {
+        fn long_way<T: DeserializeOwned>(body: &str) -> Result<T> {
+            let data = envelope_data(StatusCode::OK, None, body.as_bytes(), SystemTime::now())?;
+            decode_data(200, data)
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Typed {
+            a: u32,
+        }
+        let bodies = [
+            r#"{"success":true,"data":{"a":1}}"#,
+            r#" {"data":{"a":2},"success":true,"error":null} "#,
+            r#"{"success":true,"data":{"a":1},"data":{"a":2}}"#,
+            r#"{"success":"true","data":{"a":1}}"#,
+            r#"{"success":false,"data":{"a":1}}"#,
+            r#"{"success":true}"#,
+            r#"{"data":{"a":1}}"#,
+            r#"{"success":true,"data":null}"#,
+            r#"{"success":true,"data":{"b":1}}"#,
+            r#"[true,{"a":1}]"#,
+            r#"{"success":true,"data":{"a":1}"#,
+        ];
+        for body in bodies {
+            if let Some(value) = plain_data::<Value>(body.as_bytes()) {
+                assert_eq!(value, long_way::<Value>(body).unwrap(), "{body}");
+            }
+            if let Some(typed) = plain_data::<Typed>(body.as_bytes()) {
+                assert_eq!(typed, long_way::<Typed>(body).unwrap(), "{body}");
+            }
+            if let Some(typed) = plain_data::<Option<Typed>>(body.as_bytes()) {
+                assert_eq!(typed, long_way::<Option<Typed>>(body).unwrap(), "{body}");
+            }
+        }
+        assert_eq!(
+            plain_data::<Typed>(bodies[0].as_bytes()),
+            Some(Typed { a: 1 })
+        );
+        assert!(plain_data::<Value>(bodies[3].as_bytes()).is_none());
+        assert!(plain_data::<Value>(bodies[9].as_bytes()).is_none());
     }
 
     #[test]
