@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Transport benchmark: core_ping through the real release binary over pipes, next to a
-# trivial line-echo program (the floor, examples/echo_floor.rs) and a Node stdio JSON-RPC
+# trivial line-echo program (the floor, examples/echo_floor.rs), the same echo built as the
+# sidecar is (one tokio thread, examples/echo_floor_tokio.rs) and a Node stdio JSON-RPC
 # server (npm json-rpc-2.0, scripts/bench/node-server.js). Client and servers are all
 # pinned to CPU 0 with `taskset -c 0` (the children inherit the client's affinity).
 #
@@ -30,10 +31,10 @@ while [ $# -gt 0 ]; do
 done
 
 echo "building release binary and bench examples..." >&2
-cargo build --release --quiet --bin core-sidecar --example echo_floor --example bench_client
+cargo build --release --quiet --bin core-sidecar --example echo_floor --example echo_floor_tokio --example bench_client
 target="${CARGO_TARGET_DIR:-target}/release"
 
-args=(--floor "$target/examples/echo_floor" --sidecar "$target/core-sidecar")
+args=(--floor "$target/examples/echo_floor" --tokio-floor "$target/examples/echo_floor_tokio" --sidecar "$target/core-sidecar")
 
 if [ "$node" = 1 ]; then
   if command -v node >/dev/null && command -v npm >/dev/null; then

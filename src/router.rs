@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 
 use futures::FutureExt;
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee_types::ErrorObjectOwned;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -32,7 +32,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee_types::ErrorObjectOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee_types::ErrorObjectOwned;
 
 /// What a handler answers: the result as JSON text, or an error object.
 pub type Answer = Result<String, ErrorObjectOwned>;

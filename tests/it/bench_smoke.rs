@@ -116,6 +116,8 @@ async fn bench_client_json_mode_reports_every_figure() {
         &[
             "--floor",
             example("echo_floor").to_str().expect("UTF-8 path"),
+            "--tokio-floor",
+            example("echo_floor_tokio").to_str().expect("UTF-8 path"),
             "--sidecar",
             bin(),
             "--latency-n",
@@ -145,9 +147,13 @@ async fn bench_client_json_mode_reports_every_figure() {
         "sidecar_rps",
         "sidecar_first_response_ms",
         "sidecar_idle_rss_kb",
+        "floor2_p50_us",
+        "tokio_floor_p50_us",
+        "tokio_floor_ratio",
     ] {
         positive(&figures, key);
     }
+    assert!(table.contains("one-thread tokio floor"), "{table}");
     assert!(figures["all_targets_met"].is_boolean());
     assert!(
         figures.get("node_rps").is_none(),
