@@ -69,6 +69,18 @@ struct Spec {
     kind: Kind,
 }
 
+impl Spec {
+    /// A server that is a program run with no arguments.
+    fn binary(name: &'static str, program: String, kind: Kind) -> Spec {
+        Spec {
+            name,
+            program: program.into(),
+            args: vec![],
+            kind,
+        }
+    }
+}
+
 struct Opts {
     floor: Spec,
     sidecar: Spec,
@@ -136,21 +148,9 @@ fn parse_opts() -> Opts {
             "--floor" => floor = Some(value()),
             "--sidecar" => sidecar = Some(value()),
             "--tokio-floor" => {
-                o.tokio_floor = Some(Spec {
-                    name: "tokio-floor",
-                    program: value().into(),
-                    args: vec![],
-                    kind: Kind::Floor,
-                })
+                o.tokio_floor = Some(Spec::binary("tokio-floor", value(), Kind::Floor))
             }
-            "--baseline" => {
-                o.baseline = Some(Spec {
-                    name: "baseline",
-                    program: value().into(),
-                    args: vec![],
-                    kind: Kind::JsonRpc,
-                })
-            }
+            "--baseline" => o.baseline = Some(Spec::binary("baseline", value(), Kind::JsonRpc)),
             "--node-script" => node_script = Some(value()),
             "--node-bin" => node_bin = value(),
             "--latency-n" => o.latency_n = num(value()) as usize,
@@ -330,6 +330,16 @@ fn percentiles(mut v: Vec<Duration>) -> Latency {
 }
 
 /// Sequential round trips, rotating the order of the servers each step.
+/// Spawns the servers, measures their latency interleaved, and ends them.
+fn latency_pass<'a>(specs: impl Iterator<Item = &'a Spec>, o: &Opts) -> Vec<Latency> {
+    let mut servers: Vec<Server> = specs.map(|s| Server::spawn(s, o.server_stderr)).collect();
+    let lat = latency(&mut servers, o.warmup, o.latency_n.max(1));
+    for s in servers {
+        s.finish();
+    }
+    lat
+}
+
 fn latency(servers: &mut [Server], warmup: usize, n: usize) -> Vec<Latency> {
     let k = servers.len();
     let mut samples: Vec<Vec<Duration>> = (0..k).map(|_| Vec::with_capacity(n)).collect();
@@ -486,27 +496,12 @@ fn main() {
         "latency: {} sequential pings per server ({} warm-up), interleaved...",
         o.latency_n, o.warmup
     );
-    let mut servers: Vec<Server> = specs
-        .iter()
-        .map(|s| Server::spawn(s, o.server_stderr))
-        .collect();
-    let lat = latency(&mut servers, o.warmup, o.latency_n.max(1));
-    for s in servers {
-        s.finish();
-    }
+    let lat = latency_pass(specs.iter(), &o);
     // The tokio floor against the floor alone: interleaved with the others it would move
     // their figures (every process sharing the core costs the others cache).
     let tokio_lat = o.tokio_floor.as_ref().map(|tokio_floor| {
         eprintln!("latency: the one-thread tokio floor against the floor...");
-        let mut pair: Vec<Server> = [&o.floor, tokio_floor]
-            .into_iter()
-            .map(|s| Server::spawn(s, o.server_stderr))
-            .collect();
-        let lat = latency(&mut pair, o.warmup, o.latency_n.max(1));
-        for s in pair {
-            s.finish();
-        }
-        lat
+        latency_pass([&o.floor, tokio_floor].into_iter(), &o)
     });
 
     // Throughput: one server at a time, taking turns each round.

@@ -38,7 +38,10 @@ fn main() -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let mut ready = stdin.readable().await?;
-            match ready.try_io(|fd| (&*fd.get_ref()).read(&mut buf)) {
+            match ready.try_io(|fd| {
+                let mut file: &std::fs::File = fd.get_ref();
+                file.read(&mut buf)
+            }) {
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => {
                     // A short read emptied the pipe (epoll is edge triggered), as in the sidecar.

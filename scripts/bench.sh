@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every performance figure of the project, from one command, as one markdown table.
 #
-# Builds in release mode once, then runs:
+# Builds in release mode once (fat LTO, as the shipped binary: minutes the first time), then runs:
 #   1. the transport benchmark (scripts/bench-transport.sh -> examples/bench_client.rs):
 #      core_ping p50/p99 next to a line-echo floor (examples/echo_floor.rs) and the same echo
 #      on one tokio thread (examples/echo_floor_tokio.rs, the sidecar's design), pipelined

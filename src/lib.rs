@@ -7,7 +7,7 @@
 //!   stdin/stdout, shuts down on EOF or a signal.
 //! - [`rpc`]: the stdio transport. NDJSON framing over any reader/writer, batches,
 //!   notifications, exact id echo, backpressure, panics contained. Knows nothing about
-//!   sessions or domains: it dispatches to a [`jsonrpsee`] method table.
+//!   sessions or domains: it dispatches to a method table of its own ([`rpc::Methods`]).
 //! - [`router`]: the method table. Every method is registered once, as public or gated, with
 //!   its summary; gated handlers can only be reached through the session gate. `to_wire`
 //!   is the one place an [`error::Error`] becomes a JSON-RPC error.

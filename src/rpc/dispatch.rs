@@ -1,17 +1,16 @@
 //! Turns one input line into a reply: envelope validation, batches, exact id echo, and the
-//! call into the jsonrpsee method table.
+//! call into the method table ([`Methods`]).
 //!
-//! jsonrpsee's `Id` accepts only strings, `null` and `u64`, so requests reach jsonrpsee with
-//! `id: null` and the id text exactly as the client sent it is spliced into the response.
+//! The id is never parsed into a number or a string: its text, exactly as the client sent
+//! it, is put in front of the handler's answer (`{"jsonrpc":"2.0","id":<as sent>,...}`).
 //!
 //! [`Dispatcher::handle_line_admitted`] is what the reader uses: each request (each batch
 //! member) whose handler is async is first put to an [`Admit`] decision, then polled once
 //! right there; only the ones still pending keep their [`Ticket`].
 //!
-//! **Params.** A sync handler reads its params straight from the input line. An async one
-//! outlives the line, so it gets an owned copy (jsonrpsee's `Params<'static>`), freed, not
-//! zeroed, when the handler is done. Lending a zeroed copy instead would need a `'static`
-//! reference that is not true; the copy is short-lived and the process is non-dumpable.
+//! **Params.** Every handler reads its params straight from the input line; an async one
+//! turns them into typed values before it returns its future, so the raw text is never
+//! copied.
 //!
 //! **Cancellation.** Each request still pending after its first poll that has an id (a
 //! string or a number) is kept in a table by id with an abort handle ([`Pending`]), and

@@ -1,8 +1,8 @@
 //! The stdio transport: JSON-RPC 2.0 over newline-delimited JSON.
 //!
-//! It knows nothing about sessions or domains: it reads lines, hands each to a jsonrpsee
-//! method table through [`dispatch::Dispatcher`], and writes replies through the one
-//! [`Outbox`]. What it must know of the methods comes in [`Limits`]: the names of the ones
+//! It knows nothing about sessions or domains: it reads lines, hands each to the method table
+//! ([`Methods`], filled by the app) through [`dispatch::Dispatcher`], and writes replies
+//! through the one [`Outbox`]. What it must know of the methods comes in [`Limits`]: the names of the ones
 //! admitted into a reserve past the in-flight bound ([`Limits::reserved_methods`]).
 //!
 //! **One thread.** [`serve`] is a task of a current-thread runtime, and the handlers it
@@ -52,8 +52,9 @@
 //! stop half-way is up to the method table.
 //!
 //! **Request bytes are zeroed** once dispatched: the read buffer's bytes and any line put
-//! together across reads ([`framing`]) and the reader thread's chunks. The params copy an
-//! async handler owns is freed unzeroed (see `dispatch`).
+//! together across reads ([`framing`]) and the reader thread's chunks. Handlers read their
+//! params from the line before they return, so no copy of the raw params outlives it (see
+//! [`methods`]).
 
 mod dispatch;
 mod framing;

@@ -443,6 +443,8 @@ impl Shared {
     }
 
     fn writer_thread(self: Arc<Self>) {
+        // Irrefutable where only the thread sink exists (Windows).
+        #[allow(irrefutable_let_patterns)]
         let Sink::Thread { work, out } = &self.sink else {
             return;
         };

@@ -141,6 +141,31 @@ fn connection(i: usize, item: RawConnection) -> Result<Connection> {
     })
 }
 
+/// A visitor's `visit_*` methods for booleans, numbers and strings, each answering `$value`.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
+            Ok($value)
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+            Ok($value)
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+            Ok($value)
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+            Ok($value)
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 impl<'de> Deserialize<'de> for RawList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         d.deserialize_any(ListVisitor)
@@ -151,6 +176,8 @@ struct ListVisitor;
 
 impl<'de> Visitor<'de> for ListVisitor {
     type Value = RawList;
+
+    scalars_are!(RawList::NotAList);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("the connection list")
@@ -178,26 +205,6 @@ impl<'de> Visitor<'de> for ListVisitor {
 
     fn visit_unit<E: de::Error>(self) -> std::result::Result<RawList, E> {
         Ok(RawList::NoData)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<RawList, E> {
-        Ok(RawList::NotAList)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<RawList, E> {
-        Ok(RawList::NotAList)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<RawList, E> {
-        Ok(RawList::NotAList)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<RawList, E> {
-        Ok(RawList::NotAList)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<RawList, E> {
-        Ok(RawList::NotAList)
     }
 }
 
@@ -258,6 +265,8 @@ struct MaybeListVisitor;
 impl<'de> Visitor<'de> for MaybeListVisitor {
     type Value = Option<Vec<RawConnection>>;
 
+    scalars_are!(None);
+
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
     }
@@ -268,26 +277,6 @@ impl<'de> Visitor<'de> for MaybeListVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
         TextVisitor.visit_map(map).map(|_| None)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
-        Ok(None)
     }
 
     fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
@@ -305,6 +294,8 @@ struct ConnectionVisitor;
 
 impl<'de> Visitor<'de> for ConnectionVisitor {
     type Value = RawConnection;
+
+    scalars_are!(RawConnection::NotObject);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a connection")
@@ -338,26 +329,6 @@ impl<'de> Visitor<'de> for ConnectionVisitor {
     }
 
     fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
-        Ok(RawConnection::NotObject)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
-        Ok(RawConnection::NotObject)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
-        Ok(RawConnection::NotObject)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
-        Ok(RawConnection::NotObject)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
-        Ok(RawConnection::NotObject)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
         Ok(RawConnection::NotObject)
     }
 }
