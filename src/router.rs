@@ -485,7 +485,7 @@ impl Table<'_> {
     ) -> &mut MethodSpec
     where
         P: DeserializeOwned + JsonSchema + 'static,
-        R: Serialize + JsonSchema + Clone + 'static,
+        R: Serialize + JsonSchema + 'static,
     {
         if let Some(m) = self.module.as_deref_mut() {
             public_sync(m, name, f);
@@ -502,7 +502,7 @@ impl Table<'_> {
     ) -> &mut MethodSpec
     where
         P: DeserializeOwned + JsonSchema + Send + 'static,
-        R: Serialize + JsonSchema + Clone + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
@@ -521,7 +521,7 @@ impl Table<'_> {
     ) -> &mut MethodSpec
     where
         P: DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static,
-        R: Serialize + JsonSchema + Clone + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(BackendClient, P) -> Fut + Copy + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
@@ -534,7 +534,7 @@ impl Table<'_> {
     fn test_hook_sync<P, R>(&mut self, name: &'static str, f: fn(&App, P) -> Result<R>)
     where
         P: DeserializeOwned + 'static,
-        R: Serialize + Clone + 'static,
+        R: Serialize + 'static,
     {
         if let Some(m) = self.module.as_deref_mut() {
             public_sync(m, name, f);
@@ -544,7 +544,7 @@ impl Table<'_> {
     fn test_hook<P, R, F, Fut>(&mut self, name: &'static str, f: F)
     where
         P: DeserializeOwned + Send + 'static,
-        R: Serialize + Clone + Send + 'static,
+        R: Serialize + Send + 'static,
         F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
@@ -557,7 +557,7 @@ impl Table<'_> {
 fn public_sync<P, R>(m: &mut Registry, name: &'static str, f: fn(&App, P) -> Result<R>)
 where
     P: DeserializeOwned + 'static,
-    R: Serialize + Clone + 'static,
+    R: Serialize + 'static,
 {
     let app = m.app.clone();
     m.methods.add_sync(name, move |params| {
@@ -571,7 +571,7 @@ where
 fn public<P, R, F, Fut>(m: &mut Registry, name: &'static str, f: F)
 where
     P: DeserializeOwned + Send + 'static,
-    R: Serialize + Clone + Send + 'static,
+    R: Serialize + Send + 'static,
     F: Fn(Arc<App>, P) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {

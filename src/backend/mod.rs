@@ -84,9 +84,10 @@ struct Base {
 impl Base {
     /// `{base}{path}` (`path` may carry a query). Joined as a path-absolute reference onto
     /// the parsed base: the same URL as parsing the whole text, without parsing the host
-    /// again (a third of the URL work of a gated call). The result is checked to stay on the
-    /// base's origin.
+    /// again (a third of the URL work of a gated call). The result is checked to keep the
+    /// base's scheme and authority (a `//host` path would name another).
     fn request_url(&self, path: &str) -> Result<reqwest::Url> {
+        use url::Position::BeforePath;
         let base_path = self.url.path().trim_end_matches('/');
         let separator = if path.starts_with('/') { "" } else { "/" };
         let target = format!("{base_path}{separator}{path}");
@@ -94,7 +95,7 @@ impl Base {
             .url
             .join(&target)
             .map_err(|e| Error::Internal(format!("building a backend URL: {e}")))?;
-        if target.starts_with("//") || url.origin() != self.url.origin() {
+        if url[..BeforePath] != self.url[..BeforePath] {
             return Err(Error::Internal(
                 "building a backend URL: the path names another host".into(),
             ));
@@ -251,8 +252,7 @@ fn plain_data<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
         success: bool,
         data: T,
     }
-    // A struct would also read an array (by position): only an object is an envelope.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_object(body) {
         return None;
     }
     match serde_json::from_slice::<Plain<T>>(body) {
@@ -262,6 +262,12 @@ fn plain_data<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
         }) => Some(data),
         _ => None,
     }
+}
+
+/// Whether `body` is a JSON object, by its first byte: only an object is an envelope (a
+/// struct would also read an array, by position).
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Turns the envelope's `data` into `T`, straight from its text (no `Value` in between: this
@@ -361,8 +367,7 @@ fn envelope_data<'a>(
         // 204 or an empty 200: nothing to decode; a caller that needs data says so.
         return Ok(None);
     }
-    // A struct would also read an array (by position): only an object is an envelope.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_object(body) {
         return Err(
             match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
                 Ok(_) => malformed("not a {success, data} object"),

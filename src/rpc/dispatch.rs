@@ -31,7 +31,6 @@ use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use jsonrpsee_types::ErrorObjectOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
@@ -490,9 +489,9 @@ fn internal_error(id: &str) -> String {
 fn answer_line(id: &str, answer: Option<Answer>) -> String {
     let (member, body) = match answer {
         Some(Ok(result)) => (r#","result":"#, result),
-        Some(Err(error)) => match error_text(&error) {
-            Some(text) => (r#","error":"#, text),
-            None => return internal_error(id),
+        Some(Err(error)) => match serde_json::to_string(&error) {
+            Ok(text) => (r#","error":"#, text),
+            Err(_) => return internal_error(id),
         },
         None => return internal_error(id),
     };
@@ -504,10 +503,6 @@ fn answer_line(id: &str, answer: Option<Answer>) -> String {
     line.push_str(&body);
     line.push('}');
     line
-}
-
-fn error_text(error: &ErrorObjectOwned) -> Option<String> {
-    serde_json::to_string(error).ok()
 }
 
 /// A batch's responses as one array; a batch of only notifications writes nothing.

@@ -39,7 +39,7 @@ pub(super) enum RawConnection {
 pub(super) struct Slots([Option<String>; FIELDS]);
 
 /// The known names of a connection's members; their order within each group is precedence.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Field {
     Id,
     ConnectionId,
@@ -94,13 +94,14 @@ impl Field {
     }
 
     fn is_toolkit(self) -> bool {
-        TOOLKIT.iter().any(|t| *t as usize == self as usize)
+        TOOLKIT.contains(&self)
     }
 }
 
 impl Slots {
-    fn first(&self, fields: &[Field]) -> Option<String> {
-        fields.iter().find_map(|f| self.0[*f as usize].clone())
+    /// The first of `fields` that held text, taken out.
+    fn take_first(&mut self, fields: &[Field]) -> Option<String> {
+        fields.iter().find_map(|f| self.0[*f as usize].take())
     }
 }
 
@@ -122,22 +123,22 @@ pub(super) fn normalize(list: RawList) -> Result<ConnectionList> {
 }
 
 fn connection(i: usize, item: RawConnection) -> Result<Connection> {
-    let RawConnection::Object(slots) = item else {
+    let RawConnection::Object(mut slots) = item else {
         return Err(malformed(format!("connections[{i}] is not an object")));
     };
     let id = slots
-        .first(&ID)
+        .take_first(&ID)
         .ok_or_else(|| malformed(format!("connections[{i}] has no id")))?;
     let toolkit = slots
-        .first(&TOOLKIT)
+        .take_first(&TOOLKIT)
         .ok_or_else(|| malformed(format!("connections[{i}] has no toolkit")))?;
     Ok(Connection {
         id,
         toolkit,
         status: slots
-            .first(&[Field::Status])
+            .take_first(&[Field::Status])
             .unwrap_or_else(|| "unknown".to_string()),
-        created_at: slots.first(&CREATED_AT),
+        created_at: slots.take_first(&CREATED_AT),
     })
 }
 
@@ -320,12 +321,8 @@ impl<'de> Visitor<'de> for ConnectionVisitor {
         Ok(RawConnection::Object(slots))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> std::result::Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawConnection::NotObject)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Self::Value, A::Error> {
+        TextVisitor.visit_seq(seq).map(|_| RawConnection::NotObject)
     }
 
     fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
